@@ -1,0 +1,34 @@
+/*
+ * od_vtab.h — shared pieces of the loadable extension (vtab/ only adapts core to SQLite).
+ *
+ * Registration: each module file exports one od_vtab_<module>_register(db) that
+ * sqlite3_opendata_init (extension.c) calls.
+ *
+ * Handle registry: SQLite opens one vtab instance per connection and per table, but a store
+ * must have one engine handle per process (one writer lease, one cache, one WAL batcher).
+ * od_vtab_handle_acquire returns the process-wide handle for (kind, uri), opening it with
+ * `open` on first use; od_vtab_handle_release closes it with `close` when the last user goes.
+ * This registry is the extension's one process global (the extension is per process by
+ * nature); core/ has none.
+ */
+#ifndef OD_VTAB_H
+#define OD_VTAB_H
+
+#include <sqlite3.h>
+
+#include "../core/util/od_err.h"
+
+int od_vtab_tsdb_register(sqlite3 *db);
+int od_vtab_eventstore_register(sqlite3 *db);
+int od_vtab_promql_register(sqlite3 *db);
+
+typedef int (*od_vtab_open_fn)(const char *uri, void *ctx, void **handle, od_err *err);
+typedef void (*od_vtab_close_fn)(void *handle);
+
+int od_vtab_handle_acquire(const char *kind, const char *uri, od_vtab_open_fn open, void *ctx,
+                           od_vtab_close_fn close, void **handle, od_err *err);
+void od_vtab_handle_release(void *handle);
+/* Look up an already-acquired handle by (kind, uri) without taking a reference; NULL if none. */
+void *od_vtab_handle_find(const char *kind, const char *uri);
+
+#endif

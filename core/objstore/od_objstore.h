@@ -19,6 +19,15 @@
  *   - get of a missing key is OD_NOTFOUND; delete of a missing key is OD_OK (as S3);
  *   - list returns keys under a prefix in ascending byte order, paginated internally.
  *
+ * Retries: backends make one attempt per call and report retryable failures as OD_TRANSIENT;
+ * this layer retries them with exponential backoff and full jitter within a budget
+ * (od_store_set_retry), then returns the last error, prefixed with the attempt count.
+ * A conditional PUT is ambiguous after a retry: the first attempt may have landed, so the
+ * retry sees "exists"/"precondition failed". The layer then reads the object back and
+ * reports success only if it holds exactly the bytes this call wrote. Callers make such
+ * bytes unique (the engine embeds its writer id and epoch), which makes the content itself
+ * the put id and needs no backend-specific metadata.
+ *
  * Handles are thread-safe: any number of threads may call into one od_store at once.
  * Request and byte counters (od_store_stats) are kept per handle.
  */
@@ -99,6 +108,11 @@ void od_store_get_stats(od_store *s, od_store_stats *out);
 void od_store_get_caps(od_store *s, od_store_caps *out);
 /* A printable description of the store with secrets removed (e.g. "s3://bucket/prefix"). */
 const char *od_store_describe(od_store *s);
+
+/* Retry policy for OD_TRANSIENT failures (all backends): up to max_attempts attempts per call
+ * (1 = no retry), sleeping a full-jitter exponential backoff between base_delay_ms and
+ * max_delay_ms. Defaults: 6 attempts, 25 ms, 2000 ms. Values < 1 / < 0 keep the current one. */
+void od_store_set_retry(od_store *s, int max_attempts, int base_delay_ms, int max_delay_ms);
 
 /* Validate a key (shared by all backends). OD_OK or OD_BADREQ with a message naming the key. */
 int od_key_validate(const char *key, od_err *err);

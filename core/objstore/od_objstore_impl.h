@@ -33,6 +33,11 @@ struct od_store {
     char desc[256];
     pthread_mutex_t stats_mu;
     od_store_stats stats;
+    /* Retry policy of the generic layer (see objstore.c); guarded by stats_mu. */
+    int retry_max_attempts;
+    int retry_base_delay_ms;
+    int retry_max_delay_ms;
+    uint64_t jitter_state;
 };
 
 /* Initialise the common part (call from backend open). */

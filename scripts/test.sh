@@ -48,6 +48,7 @@ run_suite() { # builddir label
         esac
     done
     if [ -x "$B/tools/sqltest" ] && [ -f "$B/opendata.so" ]; then
+        run_one "$label/sqltest-selftest" scripts/sqltest-selftest.sh "$B"
         for f in sql-tests/*.test; do
             [ -f "$f" ] || continue
             case "$f" in

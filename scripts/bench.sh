@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# scripts/bench.sh AREA — build and run benchmarks (`make bench`, `make bench-AREA`).
+# AREA: all | objstore | storage | sst | tsdb | promql | eventstore | s3
+# Each benchmark prints Markdown; figures are recorded by hand in docs/benchmarks.md with the
+# command and the machine. Benchmarks use a scratch directory under build/bench-data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+area=${1:-all}
+make -s -j"$(nproc)" all benches
+D=$(pwd)/build/bench-data
+rm -rf "$D" && mkdir -p "$D"
+trap 'rm -rf "$D"' EXIT
+echo "# machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p'), $(date -u +%F)"
+
+run() { # area bench-binary args...
+    local a=$1; shift
+    if [ "$area" = all ] || [ "$area" = "$a" ]; then
+        if [ -x "$1" ]; then echo "## $a: $*"; "$@"; else echo "## $a: $1 not built"; return 1; fi
+    fi
+}
+run objstore build/bench/bench_objstore "file://$D/objstore" "mem://bench"
+if [ "$area" = all ] || [ "$area" = objstore ]; then
+    scripts/with-s3rver.sh bash -c 'build/bench/bench_objstore "$OD_TEST_S3_URI"'
+fi
+run sst build/bench/bench_sst
+run storage build/bench/bench_storage "file://$D/storage" "mem://bench-storage"
+run tsdb build/bench/bench_tsdb "file://$D/tsdb"
+run promql build/bench/bench_promql
+run eventstore build/bench/bench_eventstore "file://$D/events"
+if [ "$area" = s3 ]; then
+    scripts/with-rgw.sh bash -c 'build/bench/bench_objstore "$OD_TEST_S3_URI" &&
+        build/bench/bench_storage "$OD_TEST_S3_URI" &&
+        build/bench/bench_storage "faulty+$OD_TEST_S3_URI&latency_ms=20&latency_jitter_ms=30"'
+fi

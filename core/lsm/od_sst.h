@@ -91,6 +91,8 @@ int od_sst_open_mem(const char *name, const uint8_t *data, size_t size, od_block
                     uint64_t cache_id, od_sst **out, od_err *err);
 void od_sst_close(od_sst *t);
 const od_sst_props *od_sst_get_props(const od_sst *t);
+/* Data blocks this table fetched from its source (block-cache misses), for stats. */
+uint64_t od_sst_block_reads(const od_sst *t);
 /* Bloom check on the user key: 0 = definitely absent. */
 int od_sst_may_contain(od_sst *t, const void *key, size_t klen);
 /* Newest entry for `key` with seq ≤ max_seq. OD_NOTFOUND when there is none. The entry's
@@ -106,6 +108,10 @@ int od_sst_iter_first(od_sst_iter *it, od_err *err);
 int od_sst_iter_seek(od_sst_iter *it, const void *key, size_t klen, od_err *err);
 int od_sst_iter_next(od_sst_iter *it, od_err *err);
 int od_sst_iter_valid(const od_sst_iter *it);
+/* For long scans of remote tables (compaction): fetch about `bytes` of consecutive data blocks
+ * per range read (e.g. 4 MiB) instead of one block per read; blocks read this way bypass the
+ * block cache (cache hits are still used). 0 (default) = one block per read, cached. */
+void od_sst_iter_set_readahead(od_sst_iter *it, size_t bytes);
 /* Current entry; pointers valid until the iterator moves. */
 const od_entry *od_sst_iter_entry(const od_sst_iter *it);
 void od_sst_iter_free(od_sst_iter *it);

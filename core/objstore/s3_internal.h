@@ -58,10 +58,17 @@ typedef struct od_s3_test_hooks {
     const char *amz_date;      /* if set, sent as x-amz-date so curl signs with this time */
     const char *connect_to;    /* if set, CURLOPT_CONNECT_TO entry "HOST:PORT:ADDR:PORT" */
     int corrupt_sha256;        /* 1: send a wrong x-amz-content-sha256 (the server must refuse) */
+    int ifmatch_quoted;        /* 1: start with the quoted If-Match form (to exercise the fallback) */
 } od_s3_test_hooks;
 
 /* Install hooks on an open s3 store (the strings are copied). OD_BADREQ if s is not s3://. */
 int od_s3_test_set_hooks(od_store *s, const od_s3_test_hooks *hooks, od_err *err);
+
+/* One signed GET on the bucket itself with the given query parameters (in any order; they are
+ * canonicalised by od_s3_canonical_query). The answer's status goes to *status and its body
+ * to body (may be NULL). For the SigV4 test against AWS's published "GET Bucket" example. */
+int od_s3_test_bucket_get(od_store *s, const od_s3_param *params, size_t n, long *status, od_buf *body,
+                          od_err *err);
 
 /* Counters of what the backend did beyond the one request per call that the generic layer
  * counts (disambiguation HEADs, quoted If-Match retries). */
@@ -69,6 +76,8 @@ typedef struct od_s3_internal_stats {
     uint64_t extra_heads;
     uint64_t ifmatch_requoted;
     int ifmatch_quoted;        /* 1 once the store was found to need a quoted If-Match */
+    uint64_t connects;         /* new TCP connections opened (connection reuse shows here) */
+    uint64_t performs;         /* HTTP requests actually sent, probe and extra HEADs included */
 } od_s3_internal_stats;
 int od_s3_get_internal_stats(od_store *s, od_s3_internal_stats *out, od_err *err);
 

@@ -6,7 +6,10 @@
  * flags:
  *   OD_CONTRACT_NO_CAS      the store does not honour conditional writes (s3rver): skip the
  *                           tests that need it, and instead check that the probe reports
- *                           caps.conditional_writes == 0.
+ *                           caps.conditional_writes == 0. Such a store is a test double
+ *                           (s3rver also rewrites objects in place, so readers can see a
+ *                           truncated object while a PUT replaces it); the atomic-replace race
+ *                           (readers vs. writers of one key) is left out too.
  *   OD_CONTRACT_MULTIPROC   also run the multi-process conditional-create race (fork; the
  *                           store must be shared between processes: file://, s3://).
  */

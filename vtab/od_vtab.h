@@ -21,6 +21,10 @@
 int od_vtab_tsdb_register(sqlite3 *db);
 int od_vtab_eventstore_register(sqlite3 *db);
 int od_vtab_promql_register(sqlite3 *db);
+/* The od_tsdb* behind the tsdb virtual table `table` on this connection (connecting it if
+ * needed), or NULL with *errmsg (sqlite3_malloc'd, may be NULL) set. Used by the PromQL
+ * functions; the handle stays valid while the table is connected. */
+void *od_vtab_tsdb_lookup(sqlite3 *db, const char *table, char **errmsg);
 
 typedef int (*od_vtab_open_fn)(const char *uri, void *ctx, void **handle, od_err *err);
 typedef void (*od_vtab_close_fn)(void *handle);

@@ -64,6 +64,9 @@ typedef struct od_db_options {
     uint32_t gc_interval_ms;      /* background GC period in the writer, 0 = off (default 60000) */
     od_compaction_filter_fn compaction_filter;
     void *compaction_filter_ctx;
+    int compactor_only;           /* 1: a separate compactor process: no writes, no WAL, no lease;
+                                     bumps compactor_epoch, follows the manifest, compacts and
+                                     collects garbage (run the writer with compactor=0) */
 } od_db_options;
 
 void od_db_options_init(od_db_options *o);
@@ -147,7 +150,8 @@ typedef struct od_db_stats {
 
 void od_db_get_stats(od_db *db, od_db_stats *out);
 /* JSON description of the current manifest: epochs, WAL range, every collection with its
- * key range, size, entry count and level. Caller frees with od_buf_free. */
+ * key range, size, entry count and level; NUL-terminated (len excludes the NUL). Caller frees
+ * with od_buf_free. */
 int od_db_inspect(od_db *db, od_buf *json, od_err *err);
 /* The store the database lives on (for product-level objects and counters). */
 od_store *od_db_store(od_db *db);

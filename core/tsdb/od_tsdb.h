@@ -136,7 +136,8 @@ typedef enum od_tsdb_mode {
 
 typedef struct od_tsdb_options {
     od_tsdb_mode mode;
-    int64_t retention_ms;  /* 0 = keep forever */
+    int64_t retention_ms;  /* writer: store this retention (0 = keep forever); -1 (default):
+                              keep the stored one. Readers always use the stored one. */
     int64_t bucket_ms;     /* time-bucket width, only used when the store is created
                               (default 7200000 = 2 h); an existing store keeps its own */
     const od_db_options *db; /* engine options (NULL = defaults); read_only is overridden */
@@ -177,11 +178,16 @@ int od_tsdb_compact(od_tsdb *t, od_err *err);
 /* Read-only / lazy handles: pick up what other processes wrote. Writers: no-op. */
 int od_tsdb_refresh(od_tsdb *t, od_err *err);
 int od_tsdb_is_writer(od_tsdb *t);
+/* Lazy handles: become the writer now (OD_BUSY from the engine when another process holds the
+ * writer lease). Writers: no-op. */
+int od_tsdb_make_writer(od_tsdb *t, od_err *err);
 
 typedef struct od_tsdb_info {
     int64_t bucket_ms, retention_ms;
     int64_t min_t, max_t;  /* newest sample time ever ingested (INT64_MIN when empty) */
     uint64_t series;       /* series ids allocated */
+    uint64_t cache_bytes;  /* memory of the writer's caches (series map, bucket member sets) */
+    uint64_t cached_series;/* series in the writer's series map */
 } od_tsdb_info;
 void od_tsdb_get_info(od_tsdb *t, od_tsdb_info *out);
 od_db *od_tsdb_db(od_tsdb *t);  /* the current engine handle (for stats) */

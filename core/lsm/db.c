@@ -1,0 +1,1488 @@
+/*
+ * db.c — the storage engine handle: open (writer fencing or read-only follow), the write
+ * path with the batching WAL flusher and the writer lease, the read path (point get,
+ * snapshots, versions), refresh, checkpoints, stats and inspect.
+ *
+ * Write path. od_db_write takes wmu, assigns the next seq (the one place seqs are made),
+ * appends the batch's already-encoded body to the pending WAL object, inserts its ops into
+ * the mutable memtable and publishes visible_seq. The WAL thread turns the pending object
+ * into ONE WAL object per flush interval (or when wal_flush_bytes are pending), created with
+ * put_if_absent at the next contiguous id; when it is in the store durable_seq advances and
+ * waiters wake. A collision on create means another writer fenced us: the handle becomes
+ * fenced for good and every pending acknowledgement fails. Writers block while more than
+ * max_unflushed_bytes wait for the WAL.
+ *
+ * Opening as writer (fencing): read the latest manifest; refuse if the lease object shows a
+ * live writer (unless takeover); commit manifest version+1 with writer_epoch+1; write the
+ * lease; create the first free WAL id ≥ wal_replay_from as an empty fence object; replay WAL
+ * objects [wal_replay_from, fence) skipping seqs ≤ last_l0_seq.
+ *
+ * Lease object "lease" (52 bytes): "ODLS" | version u8 (1) | 3 reserved | epoch u64 |
+ * writer_id u64 | renewed_ms i64 | lease_ms u32 | 12 reserved | masked CRC32C u32.
+ * renewed_ms = 0 means released. Renewed every lease_ms/3 with put_if_match on our own
+ * ETag: a failed match means somebody else wrote it (a newer writer): we are fenced.
+ *
+ * Read path. Readers pin the current od_version (one short critical section on mu) and read
+ * memtables newest first, then L0 newest first, then sorted runs, stopping at the first
+ * entry of the key with seq ≤ the read seq.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lsm_int.h"
+#include "od_crc32c.h"
+
+#define LEASE_KEY "lease"
+#define LEASE_BYTES 52
+/* writers stall while this many memtables wait for their L0 flush */
+#define OD_MAX_IMM 8
+
+void od_db_options_init(od_db_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->flush_interval_ms = 100;
+    o->wal_flush_bytes = 4u << 20;
+    o->max_unflushed_bytes = 64u << 20;
+    o->memtable_bytes = 64u << 20;
+    o->block_size = 16384;
+    o->bloom_bits_per_key = 10;
+    o->block_cache_bytes = 64u << 20;
+    o->disk_cache_bytes = 1u << 30;
+    o->compactor = 1;
+    o->l0_compaction_trigger = 4;
+    o->lease_ms = 10000;
+    o->gc_min_age_ms = 300000;
+    o->gc_interval_ms = 60000;
+}
+
+static uint64_t random_u64(void)
+{
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, 0) != (ssize_t)sizeof v) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        v = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40);
+    }
+    return v ? v : 1;
+}
+
+static void deadline_after_ms(struct timespec *ts, int64_t ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+int od_entry_visible(const od_entry *e, int64_t now_ms)
+{
+    return e->kind == OD_KIND_PUT && (e->expire_ms == 0 || e->expire_ms > now_ms);
+}
+
+/* ---------------- tables, table sets, versions ---------------- */
+
+static uint64_t fnv64(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h;
+}
+
+static int table_read(void *ctx, uint64_t off, uint64_t len, od_buf *out, od_err *err)
+{
+    od_table *t = ctx;
+    od_disk_cache *dc = t->db->dcache;
+    if (dc && od_disk_cache_get(dc, t->key, off, len, out)) return OD_OK;
+    int rc = od_store_get_range(t->store, t->key, off, len, out, err);
+    if (rc == OD_OK && dc) od_disk_cache_put(dc, t->key, off, len, out->data, out->len);
+    return rc;
+}
+
+static void table_unref(od_table *t)
+{
+    if (!t || atomic_fetch_sub(&t->refs, 1) != 1) return;
+    od_sst_close(t->sst);
+    od_sst_desc_free(&t->desc);
+    free(t);
+}
+
+static int table_open(od_db *db, const od_sst_desc *d, od_table **out, od_err *err)
+{
+    od_table *t = calloc(1, sizeof *t);
+    if (!t || od_sst_desc_copy(&t->desc, d)) {
+        free(t);
+        return od_err_set(err, OD_NOMEM, "db: out of memory opening a collection");
+    }
+    atomic_init(&t->refs, 1);
+    t->store = db->store;
+    t->db = db;
+    od_sst_key(t->key, sizeof t->key, d->id);
+    int rc = od_sst_open(t->key, d->size, table_read, t, db->cache, fnv64(t->key), &t->sst, err);
+    if (rc) {
+        od_sst_desc_free(&t->desc);
+        free(t);
+        return rc;
+    }
+    *out = t;
+    return OD_OK;
+}
+
+void od_tset_unref(od_tset *ts)
+{
+    if (!ts || atomic_fetch_sub(&ts->refs, 1) != 1) return;
+    for (size_t i = 0; i < ts->nl0; i++) table_unref(ts->l0[i]);
+    free(ts->l0);
+    for (size_t r = 0; r < ts->nruns; r++) {
+        for (size_t i = 0; i < ts->runs[r].n; i++) table_unref(ts->runs[r].t[i]);
+        free(ts->runs[r].t);
+    }
+    free(ts->runs);
+    free(ts);
+}
+
+static od_table *tset_find(const od_tset *ts, const char *id)
+{
+    if (!ts) return NULL;
+    for (size_t i = 0; i < ts->nl0; i++)
+        if (strcmp(ts->l0[i]->desc.id, id) == 0) return ts->l0[i];
+    for (size_t r = 0; r < ts->nruns; r++)
+        for (size_t i = 0; i < ts->runs[r].n; i++)
+            if (strcmp(ts->runs[r].t[i]->desc.id, id) == 0) return ts->runs[r].t[i];
+    return NULL;
+}
+
+static int tset_get_table(od_db *db, const od_tset *old, const od_sst_desc *d, od_table **out, od_err *err)
+{
+    od_table *t = tset_find(old, d->id);
+    if (t) {
+        atomic_fetch_add(&t->refs, 1);
+        *out = t;
+        return OD_OK;
+    }
+    return table_open(db, d, out, err);
+}
+
+static int tset_build(od_db *db, const od_manifest *m, const od_tset *old, od_tset **out, od_err *err)
+{
+    od_tset *ts = calloc(1, sizeof *ts);
+    if (!ts) return od_err_set(err, OD_NOMEM, "db: out of memory");
+    atomic_init(&ts->refs, 1);
+    ts->manifest_version = m->version;
+    int rc = OD_OK;
+    if (m->nl0 && !(ts->l0 = calloc(m->nl0, sizeof(od_table *)))) goto oom;
+    for (size_t i = 0; i < m->nl0; i++) {
+        if ((rc = tset_get_table(db, old, &m->l0[i], &ts->l0[i], err))) goto fail;
+        ts->nl0 = i + 1;
+    }
+    if (m->nruns && !(ts->runs = calloc(m->nruns, sizeof(od_vrun)))) goto oom;
+    for (size_t r = 0; r < m->nruns; r++) {
+        ts->nruns = r + 1;
+        if (!(ts->runs[r].t = calloc(m->runs[r].n, sizeof(od_table *)))) goto oom;
+        for (size_t i = 0; i < m->runs[r].n; i++) {
+            if ((rc = tset_get_table(db, old, &m->runs[r].ssts[i], &ts->runs[r].t[i], err))) goto fail;
+            ts->runs[r].n = i + 1;
+        }
+    }
+    *out = ts;
+    return OD_OK;
+oom:
+    rc = od_err_set(err, OD_NOMEM, "db: out of memory");
+fail:
+    od_tset_unref(ts);
+    return rc;
+}
+
+void od_version_unref(od_version *v)
+{
+    if (!v || atomic_fetch_sub(&v->refs, 1) != 1) return;
+    od_mt_unref(v->mem);
+    for (size_t i = 0; i < v->nimm; i++) od_mt_unref(v->imm[i]);
+    free(v->imm);
+    free(v->imm_replay_from);
+    od_tset_unref(v->ts);
+    free(v);
+}
+
+od_version *od_version_get(od_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    od_version *v = db->cur;
+    atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&db->mu);
+    return v;
+}
+
+/* New version: mem + imm (refs taken here) + ts (ref taken). Installs it as current.
+ * Caller holds mu. */
+static int version_install(od_db *db, od_memtable *mem, od_memtable **imm, const uint64_t *rf, size_t nimm,
+                           od_tset *ts)
+{
+    od_version *v = calloc(1, sizeof *v);
+    if (!v) return OD_NOMEM;
+    if (nimm) {
+        v->imm = malloc(nimm * sizeof *v->imm);
+        v->imm_replay_from = malloc(nimm * sizeof(uint64_t));
+        if (!v->imm || !v->imm_replay_from) {
+            free(v->imm);
+            free(v->imm_replay_from);
+            free(v);
+            return OD_NOMEM;
+        }
+    }
+    atomic_init(&v->refs, 1);
+    v->mem = mem;
+    od_mt_ref(mem);
+    for (size_t i = 0; i < nimm; i++) {
+        v->imm[i] = imm[i];
+        od_mt_ref(imm[i]);
+        v->imm_replay_from[i] = rf[i];
+    }
+    v->nimm = nimm;
+    v->ts = ts;
+    atomic_fetch_add(&ts->refs, 1);
+    od_version *old = db->cur;
+    db->cur = v;
+    atomic_store(&db->nimm, nimm);
+    od_version_unref(old);
+    return OD_OK;
+}
+
+int od_db_apply_manifest(od_db *db, const od_manifest *man, od_memtable *drop_imm, od_err *err)
+{
+    od_version *cur = od_version_get(db);
+    od_tset *ts;
+    int rc = tset_build(db, man, cur->ts, &ts, err);
+    od_version_unref(cur);
+    if (rc) return rc;
+    pthread_mutex_lock(&db->mu);
+    cur = db->cur;
+    od_memtable **imm = malloc((cur->nimm + 1) * sizeof *imm);
+    uint64_t *rf = malloc((cur->nimm + 1) * sizeof *rf);
+    size_t n = 0;
+    if (imm && rf) {
+        for (size_t i = 0; i < cur->nimm; i++) {
+            if (cur->imm[i] == drop_imm) continue;
+            imm[n] = cur->imm[i];
+            rf[n++] = cur->imm_replay_from[i];
+        }
+        rc = version_install(db, cur->mem, imm, rf, n, ts);
+    } else {
+        rc = OD_NOMEM;
+    }
+    pthread_mutex_unlock(&db->mu);
+    free(imm);
+    free(rf);
+    od_tset_unref(ts);
+    if (drop_imm) { /* writers stalled on too many immutable memtables may go on */
+        pthread_mutex_lock(&db->wmu);
+        pthread_cond_broadcast(&db->cv_space);
+        pthread_mutex_unlock(&db->wmu);
+    }
+    if (rc) return od_err_set(err, rc, "db: out of memory installing manifest version %llu",
+                              (unsigned long long)man->version);
+    return OD_OK;
+}
+
+/* ---------------- errors ---------------- */
+
+void od_db_set_bg_error(od_db *db, int code, const od_err *e)
+{
+    pthread_mutex_lock(&db->mu);
+    if (!db->bg_code) {
+        db->bg_code = code;
+        if (e && e->code)
+            od_err_copy(&db->bg_err, e);
+        else
+            od_err_set(&db->bg_err, code, "db: background failure (%s)", od_code_name(code));
+        db->bg_err.code = code;
+    }
+    pthread_cond_broadcast(&db->cv_durable);
+    pthread_cond_broadcast(&db->cv_bg);
+    pthread_mutex_unlock(&db->mu);
+    pthread_mutex_lock(&db->wmu);
+    pthread_cond_broadcast(&db->cv_space);
+    pthread_cond_broadcast(&db->cv_flush);
+    pthread_mutex_unlock(&db->wmu);
+}
+
+int od_db_check_bg(od_db *db, od_err *err)
+{
+    pthread_mutex_lock(&db->mu);
+    int rc = db->bg_code;
+    if (rc) od_err_copy(err, &db->bg_err);
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+int od_fenced_error(od_db *db, od_err *err, const char *what)
+{
+    od_manifest m;
+    od_err e2;
+    uint64_t newer = 0;
+    if (od_manifest_load_latest(db->store, 0, &m, &e2) == OD_OK) {
+        newer = m.writer_epoch;
+        od_manifest_free(&m);
+    }
+    if (newer > db->epoch)
+        return od_err_set(err, OD_FENCED, "fenced: a newer writer (epoch %llu) took over this store (%s; ours was %llu)",
+                          (unsigned long long)newer, what, (unsigned long long)db->epoch);
+    return od_err_set(err, OD_FENCED, "fenced: %s: another writer created it first (our epoch %llu)", what,
+                      (unsigned long long)db->epoch);
+}
+
+/* ---------------- lease ---------------- */
+
+typedef struct lease {
+    uint64_t epoch, writer_id;
+    int64_t renewed_ms;
+    uint32_t lease_ms;
+} lease;
+
+static void lease_encode(const lease *l, uint8_t *p)
+{
+    memset(p, 0, LEASE_BYTES);
+    memcpy(p, "ODLS", 4);
+    p[4] = 1;
+    od_put_u64(p + 8, l->epoch);
+    od_put_u64(p + 16, l->writer_id);
+    od_put_u64(p + 24, (uint64_t)l->renewed_ms);
+    od_put_u32(p + 32, l->lease_ms);
+    od_put_u32(p + 48, od_crc32c_mask(od_crc32c(p, 48)));
+}
+
+static int lease_read(od_db *db, lease *l, char *etag, od_err *err)
+{
+    od_buf b = {0};
+    od_obj_meta meta;
+    int rc = od_store_get(db->store, LEASE_KEY, &b, &meta, err);
+    if (rc == OD_OK) {
+        const uint8_t *p = b.data;
+        if (b.len != LEASE_BYTES || memcmp(p, "ODLS", 4) != 0 || p[4] != 1 ||
+            od_crc32c_unmask(od_get_u32(p + 48)) != od_crc32c(p, 48)) {
+            rc = od_err_set(err, OD_CORRUPT, "db: lease object \"%s\" in %s is corrupt", LEASE_KEY,
+                            od_store_describe(db->store));
+        } else {
+            l->epoch = od_get_u64(p + 8);
+            l->writer_id = od_get_u64(p + 16);
+            l->renewed_ms = (int64_t)od_get_u64(p + 24);
+            l->lease_ms = od_get_u32(p + 32);
+            if (etag) snprintf(etag, OD_ETAG_MAX, "%s", meta.etag);
+        }
+    }
+    od_buf_free(&b);
+    return rc;
+}
+
+/* Write our lease. mode: OD_PUT_ALWAYS at open/takeover, OD_PUT_IF_MATCH to renew. */
+static int lease_write(od_db *db, int64_t renewed_ms, od_put_mode mode, od_err *err)
+{
+    lease l = {db->epoch, db->writer_id, renewed_ms, db->o.lease_ms};
+    uint8_t p[LEASE_BYTES];
+    lease_encode(&l, p);
+    od_obj_meta meta;
+    int rc = od_store_put(db->store, LEASE_KEY, p, sizeof p, mode, mode == OD_PUT_IF_MATCH ? db->lease_etag : NULL,
+                          &meta, err);
+    if (rc == OD_OK) {
+        snprintf(db->lease_etag, sizeof db->lease_etag, "%s", meta.etag);
+        db->lease_renewed_ms = renewed_ms ? renewed_ms : od_now_ms();
+    }
+    return rc;
+}
+
+static void lease_renew(od_db *db)
+{
+    od_err e;
+    int rc = lease_write(db, od_now_ms(), OD_PUT_IF_MATCH, &e);
+    if (rc == OD_PRECONDITION || rc == OD_NOTFOUND) {
+        lease l;
+        char etag[OD_ETAG_MAX];
+        int lr = lease_read(db, &l, etag, &e);
+        if (lr == OD_OK && l.epoch == db->epoch && l.writer_id == db->writer_id) {
+            /* still ours (an earlier renewal landed but its answer was lost): adopt its ETag */
+            snprintf(db->lease_etag, sizeof db->lease_etag, "%s", etag);
+            rc = lease_write(db, od_now_ms(), OD_PUT_IF_MATCH, &e);
+        } else if (lr == OD_OK && l.epoch > db->epoch) {
+            od_err_set(&e, OD_FENCED, "fenced: a newer writer (epoch %llu) took over this store (lease lost; ours was %llu)",
+                       (unsigned long long)l.epoch, (unsigned long long)db->epoch);
+            od_db_set_bg_error(db, OD_FENCED, &e);
+            return;
+        }
+        if (rc == OD_NOTFOUND) rc = lease_write(db, od_now_ms(), OD_PUT_IF_ABSENT, &e);
+    }
+    if (rc) db->lease_renewed_ms = od_now_ms() - (int64_t)db->o.lease_ms / 3 + 200; /* retry soon */
+}
+
+/* ---------------- WAL replay ---------------- */
+
+static int apply_batch_body(od_memtable *mem, uint64_t seq, const uint8_t *body, size_t blen, const char *name,
+                            od_err *err)
+{
+    od_rd r = od_rd_make(body, blen);
+    od_op op;
+    int rc;
+    while ((rc = od_batch_next_op(&r, &op)) == 1) {
+        uint8_t kind = op.op == OD_OP_DEL ? OD_KIND_DEL : OD_KIND_PUT;
+        if (od_mt_add(mem, op.key, op.klen, seq, kind, op.expire_ms, op.val, op.vlen))
+            return od_err_set(err, OD_NOMEM, "db: out of memory applying batch %llu", (unsigned long long)seq);
+    }
+    if (rc < 0) return od_err_set(err, OD_CORRUPT, "db: malformed batch %llu in %s", (unsigned long long)seq, name);
+    return OD_OK;
+}
+
+/* Read WAL ids from `from` until the first missing one (or `until`, exclusive, when non-zero),
+ * applying batches with seq > skip_le. *next gets the first id not read; *max_seq the largest seq. */
+static int replay_wal(od_db *db, od_memtable *mem, uint64_t from, uint64_t until, uint64_t skip_le, uint64_t *next,
+                      uint64_t *max_seq, od_err *err)
+{
+    od_buf b = {0};
+    uint64_t id = from;
+    int rc = OD_OK;
+    for (; !until || id < until; id++) {
+        char key[64];
+        od_wal_key(key, sizeof key, id);
+        rc = od_store_get(db->store, key, &b, NULL, err);
+        if (rc == OD_NOTFOUND) {
+            if (until) {
+                /* a gap below the fence: a WAL object we must have is missing */
+                rc = od_err_set(err, OD_CORRUPT, "db: WAL object %s is missing below the fence at %llu", key,
+                                (unsigned long long)until);
+            } else {
+                rc = OD_OK;
+                if (err) od_err_clear(err);
+            }
+            break;
+        }
+        if (rc) break;
+        od_wal_hdr h;
+        if ((rc = od_wal_decode(b.data, b.len, key, &h, err))) break;
+        if (h.wal_id != id) {
+            rc = od_err_set(err, OD_CORRUPT, "db: WAL object %s holds id %llu", key, (unsigned long long)h.wal_id);
+            break;
+        }
+        od_wal_reader r;
+        od_wal_reader_init(&r, b.data, b.len, &h);
+        uint64_t seq;
+        size_t nops, blen;
+        const uint8_t *body;
+        while (od_wal_reader_next(&r, &seq, &nops, &body, &blen)) {
+            if (seq > *max_seq) *max_seq = seq;
+            if (seq <= skip_le) continue;
+            if ((rc = apply_batch_body(mem, seq, body, blen, key, err))) goto out;
+        }
+    }
+out:
+    *next = id;
+    od_buf_free(&b);
+    return rc;
+}
+
+/* ---------------- open ---------------- */
+
+static void empty_manifest(od_manifest *m)
+{
+    memset(m, 0, sizeof *m);
+    m->wal_replay_from = 1;
+    m->next_ckpt_id = 1;
+    m->next_run_id = 1;
+}
+
+static int open_writer(od_db *db, od_err *err)
+{
+    od_store_caps caps;
+    od_store_get_caps(db->store, &caps);
+    if (!caps.conditional_writes && !caps.single_writer_only && !db->o.single_writer)
+        return od_err_set(err, OD_UNSUPPORTED,
+                          "db: store %s does not honour conditional writes, so fencing cannot protect it; "
+                          "open read-only, or set single_writer=1 (or ?single_writer=1 on the URI) if you are "
+                          "sure only one writer ever runs",
+                          od_store_describe(db->store));
+    int rc;
+    od_manifest m;
+    for (int tries = 0;; tries++) {
+        rc = od_manifest_load_latest(db->store, 0, &m, err);
+        if (rc == OD_NOTFOUND) {
+            empty_manifest(&m);
+            if (err) od_err_clear(err);
+        } else if (rc) {
+            return rc;
+        }
+        lease l;
+        od_err le;
+        int lrc = lease_read(db, &l, NULL, &le);
+        if (lrc == OD_OK && l.renewed_ms != 0 && !db->o.takeover && l.epoch >= m.writer_epoch) {
+            int64_t age = od_now_ms() - l.renewed_ms;
+            if (age < (int64_t)l.lease_ms) {
+                od_manifest_free(&m);
+                return od_err_set(err, OD_BUSY,
+                                  "db: lease held: a live writer (epoch %llu) holds the lease on %s (renewed %lld ms "
+                                  "ago, lease %u ms); open read-only, wait for it to close, or pass takeover=1 to "
+                                  "fence it",
+                                  (unsigned long long)l.epoch, od_store_describe(db->store), (long long)age,
+                                  l.lease_ms);
+            }
+        } else if (lrc != OD_OK && lrc != OD_NOTFOUND && lrc != OD_CORRUPT) {
+            od_manifest_free(&m);
+            od_err_copy(err, &le);
+            return lrc;
+        }
+        m.version++;
+        m.writer_epoch++;
+        if (db->o.compactor) m.compactor_epoch++; /* the writer compacts: fence older compactors */
+        m.committer_id = db->writer_id;
+        m.commit_time_ms = od_now_ms();
+        rc = od_manifest_put(db->store, &m, err);
+        if (rc == OD_OK) break;
+        od_manifest_free(&m);
+        if (rc != OD_EXISTS || tries > 100) return rc;
+    }
+    db->man = m;
+    db->epoch = m.writer_epoch;
+    db->compactor_epoch = m.compactor_epoch;
+    if ((rc = lease_write(db, od_now_ms(), OD_PUT_ALWAYS, err))) return od_err_prefix(err, "db: writing the lease");
+
+    /* Fence: the first free WAL id at or after the replay point. */
+    uint64_t fence = db->man.wal_replay_from;
+    for (;;) {
+        char key[64];
+        od_obj_meta meta;
+        od_wal_key(key, sizeof key, fence);
+        rc = od_store_head(db->store, key, &meta, err);
+        if (rc == OD_NOTFOUND) {
+            od_wal_hdr h = {fence, db->epoch, db->writer_id, 0, 0, 0, OD_WAL_FLAG_FENCE};
+            od_buf b = {0};
+            rc = od_wal_finish(&b, &h);
+            if (rc == OD_OK) rc = od_store_put_if_absent(db->store, key, b.data, b.len, err);
+            od_buf_free(&b);
+            if (rc == OD_OK) break;
+            if (rc != OD_EXISTS) return rc;
+            od_manifest fresh;
+            if ((rc = od_manifest_load_latest(db->store, db->man.version, &fresh, err))) return rc;
+            uint64_t ep = fresh.writer_epoch;
+            od_manifest_free(&fresh);
+            if (ep > db->epoch)
+                return od_err_set(err, OD_FENCED, "fenced: a newer writer (epoch %llu) took over this store while "
+                                  "we were opening", (unsigned long long)ep);
+        } else if (rc) {
+            return rc;
+        }
+        fence++;
+    }
+    uint64_t next, max_seq = db->man.last_l0_seq;
+    od_memtable *mem = od_mt_new();
+    if (!mem) return od_err_set(err, OD_NOMEM, "db: out of memory");
+    rc = replay_wal(db, mem, db->man.wal_replay_from, fence, db->man.last_l0_seq, &next, &max_seq, err);
+    if (rc) {
+        od_mt_unref(mem);
+        return rc;
+    }
+    db->last_seq = max_seq;
+    db->durable_seq = max_seq;
+    atomic_store(&db->visible_seq, max_seq);
+    db->wal_next_id = fence + 1;
+    od_tset *ts;
+    if ((rc = tset_build(db, &db->man, NULL, &ts, err))) {
+        od_mt_unref(mem);
+        return rc;
+    }
+    pthread_mutex_lock(&db->mu);
+    rc = version_install(db, mem, NULL, NULL, 0, ts);
+    if (rc == OD_OK) db->mem = mem;
+    pthread_mutex_unlock(&db->mu);
+    od_tset_unref(ts);
+    od_mt_unref(mem);
+    if (rc) return od_err_set(err, OD_NOMEM, "db: out of memory");
+    return OD_OK;
+}
+
+/* A separate compactor: bump compactor_epoch, view = the manifest's tables only. */
+static int open_compactor(od_db *db, od_err *err)
+{
+    od_manifest m;
+    int rc;
+    for (int tries = 0;; tries++) {
+        if ((rc = od_manifest_load_latest(db->store, 0, &m, err))) {
+            if (rc == OD_NOTFOUND)
+                od_err_set(err, OD_NOTFOUND, "db: no database in %s to compact", od_store_describe(db->store));
+            return rc;
+        }
+        m.version++;
+        m.compactor_epoch++;
+        m.committer_id = db->writer_id;
+        m.commit_time_ms = od_now_ms();
+        rc = od_manifest_put(db->store, &m, err);
+        if (rc == OD_OK) break;
+        od_manifest_free(&m);
+        if (rc != OD_EXISTS || tries > 100) return rc;
+    }
+    db->man = m;
+    db->compactor_epoch = m.compactor_epoch;
+    od_memtable *mem = od_mt_new();
+    if (!mem) return od_err_set(err, OD_NOMEM, "db: out of memory");
+    od_tset *ts;
+    if ((rc = tset_build(db, &db->man, NULL, &ts, err))) {
+        od_mt_unref(mem);
+        return rc;
+    }
+    pthread_mutex_lock(&db->mu);
+    rc = version_install(db, mem, NULL, NULL, 0, ts);
+    if (rc == OD_OK) db->mem = mem;
+    atomic_store(&db->visible_seq, m.last_l0_seq);
+    pthread_mutex_unlock(&db->mu);
+    od_tset_unref(ts);
+    od_mt_unref(mem);
+    return rc ? od_err_set(err, OD_NOMEM, "db: out of memory") : OD_OK;
+}
+
+/* Compactor: pick up manifest versions committed by the writer. */
+static int compactor_follow(od_db *db, od_err *err)
+{
+    pthread_mutex_lock(&db->man_mu);
+    od_manifest m;
+    int rc = od_manifest_load_latest(db->store, db->man.version, &m, err);
+    if (rc == OD_OK && m.version != db->man.version) {
+        od_manifest_free(&db->man);
+        db->man = m;
+        rc = od_db_apply_manifest(db, &db->man, NULL, err);
+        atomic_store(&db->visible_seq, db->man.last_l0_seq);
+    } else if (rc == OD_OK) {
+        od_manifest_free(&m);
+    }
+    pthread_mutex_unlock(&db->man_mu);
+    return rc;
+}
+
+/* Read-only: (re)build the view from manifest `m` (ownership taken) and the WAL after it. */
+static int reader_load(od_db *db, od_manifest *m, od_err *err)
+{
+    od_memtable *mem = od_mt_new();
+    if (!mem) {
+        od_manifest_free(m);
+        return od_err_set(err, OD_NOMEM, "db: out of memory");
+    }
+    uint64_t next, max_seq = m->last_l0_seq;
+    int rc = replay_wal(db, mem, m->wal_replay_from, 0, m->last_l0_seq, &next, &max_seq, err);
+    od_tset *ts = NULL;
+    if (rc == OD_OK) {
+        od_version *cur = db->cur ? od_version_get(db) : NULL;
+        rc = tset_build(db, m, cur ? cur->ts : NULL, &ts, err);
+        od_version_unref(cur);
+    }
+    if (rc) {
+        od_mt_unref(mem);
+        od_manifest_free(m);
+        return rc;
+    }
+    pthread_mutex_lock(&db->mu);
+    rc = version_install(db, mem, NULL, NULL, 0, ts);
+    if (rc == OD_OK) {
+        db->mem = mem;
+        od_manifest_free(&db->man);
+        db->man = *m;
+        db->ro_wal_next = next;
+        db->last_seq = max_seq;
+        db->durable_seq = max_seq;
+        atomic_store(&db->visible_seq, max_seq);
+    }
+    pthread_mutex_unlock(&db->mu);
+    od_tset_unref(ts);
+    od_mt_unref(mem);
+    if (rc) {
+        od_manifest_free(m);
+        return od_err_set(err, OD_NOMEM, "db: out of memory");
+    }
+    return OD_OK;
+}
+
+static int open_reader(od_db *db, od_err *err)
+{
+    od_manifest m;
+    int rc = od_manifest_load_latest(db->store, 0, &m, err);
+    if (rc == OD_NOTFOUND) {
+        empty_manifest(&m);
+        if (err) od_err_clear(err);
+    } else if (rc) {
+        return rc;
+    }
+    return reader_load(db, &m, err);
+}
+
+int od_db_refresh(od_db *db, od_err *err)
+{
+    if (!db->read_only) return OD_OK;
+    pthread_mutex_lock(&db->wmu);
+    od_manifest m;
+    int rc = od_manifest_load_latest(db->store, db->man.version, &m, err);
+    if (rc == OD_NOTFOUND) {
+        if (err) od_err_clear(err);
+        pthread_mutex_unlock(&db->wmu);
+        return OD_OK;
+    }
+    if (rc) {
+        pthread_mutex_unlock(&db->wmu);
+        return rc;
+    }
+    if (m.version != db->man.version) {
+        rc = reader_load(db, &m, err);
+        pthread_mutex_unlock(&db->wmu);
+        return rc;
+    }
+    od_manifest_free(&m);
+    od_version *v = od_version_get(db);
+    uint64_t next, max_seq = db->last_seq;
+    rc = replay_wal(db, v->mem, db->ro_wal_next, 0, db->last_seq, &next, &max_seq, err);
+    od_version_unref(v);
+    pthread_mutex_lock(&db->mu);
+    db->ro_wal_next = next;
+    db->last_seq = db->durable_seq = max_seq;
+    atomic_store(&db->visible_seq, max_seq);
+    pthread_mutex_unlock(&db->mu);
+    pthread_mutex_unlock(&db->wmu);
+    return rc;
+}
+
+static void *wal_main(void *arg);
+static void *bg_main(void *arg);
+
+static void db_free(od_db *db)
+{
+    od_version_unref(db->cur);
+    od_manifest_free(&db->man);
+    od_buf_free(&db->pend);
+    if (db->own_cache) od_block_cache_free(db->cache);
+    od_disk_cache_close(db->dcache);
+    if (db->own_store) od_store_close(db->store);
+    pthread_mutex_destroy(&db->wmu);
+    pthread_mutex_destroy(&db->mu);
+    pthread_mutex_destroy(&db->man_mu);
+    pthread_mutex_destroy(&db->fmu);
+    pthread_mutex_destroy(&db->cmu);
+    pthread_cond_destroy(&db->cv_flush);
+    pthread_cond_destroy(&db->cv_space);
+    pthread_cond_destroy(&db->cv_durable);
+    pthread_cond_destroy(&db->cv_bg);
+    free(db);
+}
+
+int od_db_open_store(od_store *store, const od_db_options *opts, od_db **out, od_err *err)
+{
+    *out = NULL;
+    od_db *db = calloc(1, sizeof *db);
+    if (!db) return od_err_set(err, OD_NOMEM, "db: out of memory");
+    od_db_options d;
+    od_db_options_init(&d);
+    db->o = opts ? *opts : d;
+    if (!db->o.flush_interval_ms) db->o.flush_interval_ms = d.flush_interval_ms;
+    if (!db->o.wal_flush_bytes) db->o.wal_flush_bytes = d.wal_flush_bytes;
+    if (!db->o.max_unflushed_bytes) db->o.max_unflushed_bytes = d.max_unflushed_bytes;
+    if (!db->o.memtable_bytes) db->o.memtable_bytes = d.memtable_bytes;
+    if (!db->o.block_size) db->o.block_size = d.block_size;
+    if (!db->o.block_cache_bytes) db->o.block_cache_bytes = d.block_cache_bytes;
+    if (db->o.l0_compaction_trigger <= 0) db->o.l0_compaction_trigger = d.l0_compaction_trigger;
+    if (!db->o.lease_ms) db->o.lease_ms = d.lease_ms;
+    db->store = store;
+    db->read_only = db->o.read_only;
+    db->writer_id = random_u64();
+    pthread_mutex_init(&db->wmu, NULL);
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_mutex_init(&db->man_mu, NULL);
+    pthread_mutex_init(&db->fmu, NULL);
+    pthread_mutex_init(&db->cmu, NULL);
+    pthread_cond_init(&db->cv_flush, NULL);
+    pthread_cond_init(&db->cv_space, NULL);
+    pthread_cond_init(&db->cv_durable, NULL);
+    pthread_cond_init(&db->cv_bg, NULL);
+    if (db->o.block_cache) {
+        db->cache = db->o.block_cache;
+    } else {
+        db->cache = od_block_cache_new(db->o.block_cache_bytes);
+        if (!db->cache) {
+            db_free(db);
+            return od_err_set(err, OD_NOMEM, "db: out of memory creating the block cache");
+        }
+        db->own_cache = 1;
+    }
+    if (db->o.disk_cache_dir && *db->o.disk_cache_dir) {
+        size_t cap = db->o.disk_cache_bytes ? db->o.disk_cache_bytes : d.disk_cache_bytes;
+        if (od_disk_cache_open(db->o.disk_cache_dir, cap, &db->dcache, err)) {
+            db_free(db);
+            return err ? err->code : OD_IO;
+        }
+    }
+    if (db->o.compactor_only) db->read_only = 0;
+    int rc = db->read_only ? open_reader(db, err) : db->o.compactor_only ? open_compactor(db, err) : open_writer(db, err);
+    if (rc) {
+        db_free(db);
+        return rc;
+    }
+    if (db->o.compactor_only) {
+        db->last_gc_ms = od_now_ms();
+        if (pthread_create(&db->bg_thread, NULL, bg_main, db) == 0) db->bg_thread_on = 1;
+        db->wal_exited = 1;
+    } else if (!db->read_only) {
+        db->last_gc_ms = od_now_ms();
+        if (pthread_create(&db->wal_thread, NULL, wal_main, db) != 0) {
+            db_free(db);
+            return od_err_set(err, OD_NOMEM, "db: cannot start the WAL thread: %s", strerror(errno));
+        }
+        db->wal_thread_on = 1;
+        if (pthread_create(&db->bg_thread, NULL, bg_main, db) == 0) db->bg_thread_on = 1;
+    }
+    *out = db;
+    return OD_OK;
+}
+
+int od_db_open(const char *uri, const od_db_options *opts, od_db **out, od_err *err)
+{
+    *out = NULL;
+    od_store *s;
+    int rc = od_store_open(uri, &s, err);
+    if (rc) return rc;
+    rc = od_db_open_store(s, opts, out, err);
+    if (rc) {
+        od_store_close(s);
+        return rc;
+    }
+    (*out)->own_store = 1;
+    return OD_OK;
+}
+
+int od_db_close(od_db *db, od_err *err)
+{
+    if (!db) return OD_OK;
+    int rc = OD_OK;
+    if (!db->read_only) {
+        pthread_mutex_lock(&db->wmu);
+        db->flush_req = 1;
+        db->closing = 1;
+        pthread_cond_broadcast(&db->cv_flush);
+        pthread_cond_broadcast(&db->cv_space);
+        pthread_mutex_unlock(&db->wmu);
+        if (db->wal_thread_on) pthread_join(db->wal_thread, NULL);
+        pthread_mutex_lock(&db->mu);
+        db->closing = 1;
+        pthread_cond_broadcast(&db->cv_bg);
+        pthread_cond_broadcast(&db->cv_durable);
+        pthread_mutex_unlock(&db->mu);
+        if (db->bg_thread_on) pthread_join(db->bg_thread, NULL);
+        rc = od_db_check_bg(db, err);
+        if (rc != OD_FENCED) {
+            od_err e2;
+            lease l;
+            char etag[OD_ETAG_MAX];
+            if (lease_read(db, &l, etag, &e2) == OD_OK && l.epoch == db->epoch && l.writer_id == db->writer_id) {
+                snprintf(db->lease_etag, sizeof db->lease_etag, "%s", etag);
+                lease_write(db, 0, OD_PUT_IF_MATCH, &e2);
+            }
+        }
+    }
+    while (db->snaps) od_snapshot_release(db->snaps);
+    db_free(db);
+    return rc;
+}
+
+/* ---------------- write path ---------------- */
+
+/* Move the mutable memtable to the immutable list. Caller holds wmu. */
+static int rotate_memtable(od_db *db)
+{
+    od_memtable *nm = od_mt_new();
+    if (!nm) return OD_NOMEM;
+    pthread_mutex_lock(&db->mu);
+    od_version *cur = db->cur;
+    size_t n = cur->nimm + 1;
+    od_memtable **imm = malloc(n * sizeof *imm);
+    uint64_t *rf = malloc(n * sizeof *rf);
+    int rc = OD_NOMEM;
+    if (imm && rf) {
+        imm[0] = cur->mem;
+        rf[0] = db->wal_next_id; /* the pending object, which holds the next batches, gets this id */
+        for (size_t i = 1; i < n; i++) {
+            imm[i] = cur->imm[i - 1];
+            rf[i] = cur->imm_replay_from[i - 1];
+        }
+        rc = version_install(db, nm, imm, rf, n, cur->ts);
+        if (rc == OD_OK) db->mem = nm;
+        pthread_cond_broadcast(&db->cv_bg);
+    }
+    pthread_mutex_unlock(&db->mu);
+    free(imm);
+    free(rf);
+    od_mt_unref(nm);
+    return rc;
+}
+
+int od_db_write(od_db *db, od_batch *b, int wait_durable, uint64_t *seq_out, od_err *err)
+{
+    if (db->read_only) return od_err_set(err, OD_BADREQ, "db: write on a read-only handle");
+    if (db->o.compactor_only) return od_err_set(err, OD_BADREQ, "db: write on a compactor-only handle");
+    int rc = od_db_check_bg(db, err);
+    if (rc) return rc;
+    pthread_mutex_lock(&db->wmu);
+    if (db->closing) {
+        pthread_mutex_unlock(&db->wmu);
+        return od_err_set(err, OD_CLOSED, "db: write on a closing handle");
+    }
+    if (b->count == 0) {
+        uint64_t s = db->last_seq;
+        pthread_mutex_unlock(&db->wmu);
+        if (seq_out) *seq_out = s;
+        return wait_durable ? od_db_wait_durable(db, s, err) : OD_OK;
+    }
+    while ((db->unflushed > db->o.max_unflushed_bytes || atomic_load(&db->nimm) >= OD_MAX_IMM) && !db->closing) {
+        pthread_cond_signal(&db->cv_flush);
+        pthread_cond_wait(&db->cv_space, &db->wmu);
+        pthread_mutex_lock(&db->mu);
+        int bad = db->bg_code;
+        pthread_mutex_unlock(&db->mu);
+        if (bad) {
+            pthread_mutex_unlock(&db->wmu);
+            return od_db_check_bg(db, err);
+        }
+    }
+    uint64_t seq = db->last_seq + 1;
+    size_t before = db->pend.len;
+    if (db->pend_n == 0 && od_wal_begin(&db->pend)) goto oom;
+    if (od_wal_append(&db->pend, seq, b->count, b->buf.data, b->buf.len)) goto oom;
+    od_memtable *mem = db->mem;
+    rc = apply_batch_body(mem, seq, b->buf.data, b->buf.len, "batch", err);
+    if (rc) {
+        /* part of the batch may be in the memtable: the handle cannot continue safely */
+        pthread_mutex_unlock(&db->wmu);
+        od_db_set_bg_error(db, rc, err);
+        return rc;
+    }
+    db->last_seq = seq;
+    if (db->pend_n == 0) {
+        db->pend_first = seq;
+        db->pend_since_ms = od_now_ms();
+        pthread_cond_signal(&db->cv_flush); /* the flusher now has a deadline */
+    }
+    db->pend_last = seq;
+    db->pend_n++;
+    db->unflushed += db->pend.len - before;
+    atomic_store_explicit(&db->visible_seq, seq, memory_order_release);
+    atomic_fetch_add_explicit(&db->st_user_bytes, b->user_bytes, memory_order_relaxed);
+    if (db->pend.len >= db->o.wal_flush_bytes) pthread_cond_signal(&db->cv_flush);
+    if (od_mt_bytes(mem) >= db->o.memtable_bytes) {
+        if (rotate_memtable(db)) {
+            pthread_mutex_unlock(&db->wmu);
+            return od_err_set(err, OD_NOMEM, "db: out of memory rotating the memtable");
+        }
+    }
+    pthread_mutex_unlock(&db->wmu);
+    if (seq_out) *seq_out = seq;
+    return wait_durable ? od_db_wait_durable(db, seq, err) : OD_OK;
+oom:
+    if (db->pend_n == 0) db->pend.len = 0;
+    else db->pend.len = before;
+    pthread_mutex_unlock(&db->wmu);
+    return od_err_set(err, OD_NOMEM, "db: out of memory appending to the WAL");
+}
+
+int od_db_wait_durable(od_db *db, uint64_t seq, od_err *err)
+{
+    if (db->read_only) return OD_OK;
+    pthread_mutex_lock(&db->mu);
+    while (db->durable_seq < seq && !db->bg_code && !db->wal_exited)
+        pthread_cond_wait(&db->cv_durable, &db->mu);
+    int rc = OD_OK;
+    if (db->durable_seq < seq) {
+        rc = db->bg_code ? db->bg_code : OD_CLOSED;
+        if (db->bg_code)
+            od_err_copy(err, &db->bg_err);
+        else
+            od_err_set(err, OD_CLOSED, "db: closed before seq %llu became durable", (unsigned long long)seq);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+/* The WAL thread: one object per interval, lease renewal. */
+static void *wal_main(void *arg)
+{
+    od_db *db = arg;
+    od_buf out = {0};
+    pthread_mutex_lock(&db->wmu);
+    for (;;) {
+        int64_t now = od_now_ms();
+        pthread_mutex_lock(&db->mu);
+        int bad = db->bg_code;
+        pthread_mutex_unlock(&db->mu);
+        if (bad) {
+            /* fenced or failed: nothing pending can become durable */
+            db->pend_n = 0;
+            db->pend.len = 0;
+            db->unflushed = 0;
+            pthread_cond_broadcast(&db->cv_space);
+            if (db->closing) break;
+            pthread_cond_wait(&db->cv_flush, &db->wmu);
+            continue;
+        }
+        if (!db->closing && now >= db->lease_renewed_ms + (int64_t)db->o.lease_ms / 3) {
+            /* renew even under sustained load, when a flush is always due */
+            pthread_mutex_unlock(&db->wmu);
+            lease_renew(db);
+            pthread_mutex_lock(&db->wmu);
+            continue;
+        }
+        int due = db->pend_n > 0 && (db->flush_req || db->closing || db->pend.len >= db->o.wal_flush_bytes ||
+                                     now >= db->pend_since_ms + (int64_t)db->o.flush_interval_ms);
+        if (!due) {
+            db->flush_req = 0;
+            if (db->closing) break;
+            int64_t wake = db->lease_renewed_ms + (int64_t)db->o.lease_ms / 3;
+            if (db->pend_n > 0 && db->pend_since_ms + (int64_t)db->o.flush_interval_ms < wake)
+                wake = db->pend_since_ms + (int64_t)db->o.flush_interval_ms;
+            struct timespec ts;
+            deadline_after_ms(&ts, wake - now > 0 ? wake - now : 1);
+            pthread_cond_timedwait(&db->cv_flush, &db->wmu, &ts);
+            continue;
+        }
+        /* take the pending object */
+        od_buf tmp = db->pend;
+        db->pend = out;
+        db->pend.len = 0;
+        out = tmp;
+        od_wal_hdr h = {db->wal_next_id++, db->epoch, db->writer_id, db->pend_first, db->pend_last, db->pend_n, 0};
+        db->pend_n = 0;
+        db->pend_first = db->pend_last = 0;
+        size_t taken = out.len;
+        pthread_mutex_unlock(&db->wmu);
+
+        od_err e;
+        char key[64];
+        od_wal_key(key, sizeof key, h.wal_id);
+        int rc = od_wal_finish(&out, &h);
+        if (rc)
+            od_err_set(&e, rc, "db: out of memory finishing WAL object %s", key);
+        else
+            rc = od_store_put_if_absent(db->store, key, out.data, out.len, &e);
+        if (rc == OD_EXISTS && od_landed(db->store, key, out.data, out.len)) {
+            rc = OD_OK;
+            od_err_clear(&e);
+        }
+        if (rc == OD_EXISTS) rc = od_fenced_error(db, &e, key);
+        if (rc) {
+            if (rc != OD_FENCED) od_err_prefix(&e, "db: WAL write of %s failed; batches %llu..%llu are not durable", key,
+                                               (unsigned long long)h.first_seq, (unsigned long long)h.last_seq);
+            od_db_set_bg_error(db, rc, &e);
+        } else {
+            pthread_mutex_lock(&db->mu);
+            db->durable_seq = h.last_seq;
+            pthread_cond_broadcast(&db->cv_durable);
+            pthread_mutex_unlock(&db->mu);
+            atomic_fetch_add(&db->st_wal_flushes, 1);
+            atomic_fetch_add(&db->st_wal_bytes, out.len);
+        }
+        pthread_mutex_lock(&db->wmu);
+        db->unflushed = db->unflushed > taken ? db->unflushed - taken : 0;
+        pthread_cond_broadcast(&db->cv_space);
+    }
+    pthread_mutex_unlock(&db->wmu);
+    od_buf_free(&out);
+    pthread_mutex_lock(&db->mu);
+    db->wal_exited = 1;
+    pthread_cond_broadcast(&db->cv_durable);
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+/* The worker: memtable flushes, compaction, GC. */
+static void *bg_main(void *arg)
+{
+    od_db *db = arg;
+    pthread_mutex_lock(&db->mu);
+    int64_t compact_after = 0, follow_at = 0;
+    while (!db->closing && !db->bg_code) {
+        int64_t now = od_now_ms();
+        if (db->o.compactor_only && now >= follow_at) {
+            /* a separate compactor follows the writer's manifest versions */
+            follow_at = now + db->o.flush_interval_ms;
+            pthread_mutex_unlock(&db->mu);
+            od_err fe;
+            compactor_follow(db, &fe); /* failures: try again next period */
+            pthread_mutex_lock(&db->mu);
+            continue;
+        }
+        int have_imm = db->cur->nimm > 0;
+        int want_compact = (db->o.compactor || db->o.compactor_only) && now >= compact_after &&
+                           db->cur->ts->nl0 >= (size_t)db->o.l0_compaction_trigger;
+        int want_gc = db->o.gc_interval_ms && now >= db->last_gc_ms + (int64_t)db->o.gc_interval_ms;
+        if (!have_imm && !want_compact && !want_gc) {
+            struct timespec ts;
+            int64_t wait = db->o.gc_interval_ms ? db->o.gc_interval_ms : 1000;
+            if (db->o.compactor_only || compact_after > now) wait = db->o.flush_interval_ms;
+            deadline_after_ms(&ts, wait);
+            pthread_cond_timedwait(&db->cv_bg, &db->mu, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&db->mu);
+        od_err e;
+        int rc = OD_OK;
+        if (have_imm) rc = od_flush_imm(db, &e);
+        if (rc == OD_OK && want_compact) {
+            int did;
+            od_err ce;
+            int crc = od_compact_run(db, 0, &did, &ce);
+            if (crc == OD_FENCED && !db->o.compactor_only) {
+                db->o.compactor = 0; /* a separate compactor took over: stop compacting here */
+            } else if (crc == OD_FENCED) {
+                rc = crc;
+                e = ce;
+            } else if (crc) {
+                compact_after = od_now_ms() + 1000; /* conflict or store trouble: retry later */
+            }
+        }
+        if (rc == OD_OK && want_gc) {
+            db->last_gc_ms = od_now_ms();
+            od_err ge;
+            od_gc_run(db, &ge); /* GC failures are retried next period */
+        }
+        if (rc) od_db_set_bg_error(db, rc, &e);
+        pthread_mutex_lock(&db->mu);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+int od_db_flush(od_db *db, int memtable, od_err *err)
+{
+    if (db->read_only || db->o.compactor_only) return OD_OK;
+    pthread_mutex_lock(&db->wmu);
+    uint64_t seq = db->last_seq;
+    db->flush_req = 1;
+    pthread_cond_signal(&db->cv_flush);
+    int rc = OD_OK;
+    if (memtable && od_mt_count(db->mem) > 0) rc = rotate_memtable(db);
+    pthread_mutex_unlock(&db->wmu);
+    if (rc) return od_err_set(err, rc, "db: out of memory rotating the memtable");
+    if ((rc = od_db_wait_durable(db, seq, err))) return rc;
+    if (memtable) return od_flush_imm(db, err);
+    return OD_OK;
+}
+
+int od_db_compact(od_db *db, od_err *err)
+{
+    if (db->read_only) return od_err_set(err, OD_BADREQ, "db: compaction on a read-only handle");
+    int rc, did;
+    if (db->o.compactor_only && (rc = compactor_follow(db, err))) return rc;
+    do {
+        rc = od_compact_run(db, 1, &did, err);
+    } while (rc == OD_OK && did);
+    return rc;
+}
+
+int od_db_gc(od_db *db, od_err *err)
+{
+    if (db->read_only) return od_err_set(err, OD_BADREQ, "db: garbage collection on a read-only handle");
+    return od_gc_run(db, err);
+}
+
+/* ---------------- reads ---------------- */
+
+uint64_t od_db_min_snapshot_seq(od_db *db)
+{
+    uint64_t m = atomic_load(&db->visible_seq);
+    pthread_mutex_lock(&db->mu);
+    for (od_snapshot *s = db->snaps; s; s = s->next)
+        if (s->seq < m) m = s->seq;
+    pthread_mutex_unlock(&db->mu);
+    return m;
+}
+
+int od_db_snapshot(od_db *db, od_snapshot **out, od_err *err)
+{
+    od_snapshot *s = calloc(1, sizeof *s);
+    if (!s) return od_err_set(err, OD_NOMEM, "db: out of memory");
+    s->db = db;
+    pthread_mutex_lock(&db->mu);
+    s->v = db->cur;
+    atomic_fetch_add(&s->v->refs, 1);
+    s->seq = atomic_load(&db->visible_seq);
+    s->next = db->snaps;
+    if (db->snaps) db->snaps->prev = s;
+    db->snaps = s;
+    pthread_mutex_unlock(&db->mu);
+    *out = s;
+    return OD_OK;
+}
+
+void od_snapshot_release(od_snapshot *s)
+{
+    if (!s) return;
+    od_db *db = s->db;
+    pthread_mutex_lock(&db->mu);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        db->snaps = s->next;
+    if (s->next) s->next->prev = s->prev;
+    pthread_mutex_unlock(&db->mu);
+    od_version_unref(s->v);
+    free(s);
+}
+
+static int table_contains(const od_table *t, const void *key, size_t klen)
+{
+    return od_key_cmp(key, klen, t->desc.min_key, t->desc.min_klen) >= 0 &&
+           od_key_cmp(key, klen, t->desc.max_key, t->desc.max_klen) <= 0;
+}
+
+/* 1 found (e filled), 0 not in table, <0 error (-rc). */
+static int table_get(od_db *db, od_table *t, const void *key, size_t klen, uint64_t seq, od_entry *e, od_buf *hold,
+                     od_err *err)
+{
+    if (!table_contains(t, key, klen)) return 0;
+    atomic_fetch_add_explicit(&db->st_sst_reads, 1, memory_order_relaxed);
+    /* no error message on the hot path: "not in this table" is the common answer */
+    int rc = od_sst_get(t->sst, key, klen, seq, e, hold, NULL);
+    if (rc == OD_NOTFOUND) return 0;
+    if (rc) rc = od_sst_get(t->sst, key, klen, seq, e, hold, err); /* again, for the message */
+    if (rc == OD_NOTFOUND) return 0;
+    if (rc) return -rc;
+    return 1;
+}
+
+/* Per-thread scratch buffer for values read from collections, so a get does not malloc;
+ * freed by the key's destructor when the thread exits. */
+static pthread_key_t hold_key;
+static pthread_once_t hold_once = PTHREAD_ONCE_INIT;
+static int hold_key_ok;
+
+static void hold_destroy(void *p)
+{
+    od_buf_free(p);
+    free(p);
+}
+
+static void hold_init(void)
+{
+    hold_key_ok = pthread_key_create(&hold_key, hold_destroy) == 0;
+}
+
+static od_buf *get_hold(void)
+{
+    pthread_once(&hold_once, hold_init);
+    if (!hold_key_ok) return NULL;
+    od_buf *b = pthread_getspecific(hold_key);
+    if (!b && (b = calloc(1, sizeof *b)) && pthread_setspecific(hold_key, b) != 0) {
+        free(b);
+        b = NULL;
+    }
+    return b;
+}
+
+int od_db_get(od_db *db, const od_snapshot *snap, const void *key, size_t klen, od_buf *val, od_err *err)
+{
+    atomic_fetch_add_explicit(&db->st_gets, 1, memory_order_relaxed);
+    od_version *v = snap ? snap->v : od_version_get(db);
+    uint64_t seq = snap ? snap->seq : atomic_load_explicit(&db->visible_seq, memory_order_acquire);
+    od_entry e;
+    od_buf hold_local = {0};
+    od_buf *hp = get_hold();
+    if (!hp) hp = &hold_local;
+    int found = od_mt_get(v->mem, key, klen, seq, &e);
+    for (size_t i = 0; !found && i < v->nimm; i++) found = od_mt_get(v->imm[i], key, klen, seq, &e);
+    for (size_t i = 0; !found && i < v->ts->nl0; i++) found = table_get(db, v->ts->l0[i], key, klen, seq, &e, hp, err);
+    for (size_t r = 0; !found && r < v->ts->nruns; r++) {
+        od_vrun *run = &v->ts->runs[r];
+        size_t lo = 0, hi = run->n; /* first table with max_key ≥ key */
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (od_key_cmp(run->t[mid]->desc.max_key, run->t[mid]->desc.max_klen, key, klen) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < run->n) found = table_get(db, run->t[lo], key, klen, seq, &e, hp, err);
+    }
+    int rc;
+    if (found < 0) {
+        rc = -found;
+    } else if (found && od_entry_visible(&e, e.expire_ms ? od_now_ms() : 0)) {
+        od_buf_reset(val);
+        rc = od_buf_append(val, e.val, e.vlen) ? od_err_set(err, OD_NOMEM, "db: out of memory") : OD_OK;
+        if (rc == OD_OK && od_buf_reserve(val, 1) == OD_OK) val->data[val->len] = 0;
+    } else {
+        rc = OD_NOTFOUND;
+        if (err) od_err_set(err, OD_NOTFOUND, "db: key not found");
+    }
+    if (hp->cap > (1u << 20)) od_buf_free(hp); /* do not keep big values around */
+    od_buf_free(&hold_local);
+    if (!snap) od_version_unref(v);
+    return rc;
+}
+
+/* ---------------- checkpoints ---------------- */
+
+struct ckpt_ctx {
+    uint32_t lifetime_ms;
+    uint64_t id;
+    int del;
+    uint64_t epoch;
+};
+
+static int ckpt_edit(void *ctx, od_manifest *m, od_err *err)
+{
+    struct ckpt_ctx *c = ctx;
+    if (m->writer_epoch > c->epoch)
+        return od_err_set(err, OD_FENCED, "fenced: a newer writer (epoch %llu) took over this store",
+                          (unsigned long long)m->writer_epoch);
+    if (c->del) {
+        size_t j = 0;
+        for (size_t i = 0; i < m->nckpt; i++)
+            if (m->ckpts[i].id != c->id) m->ckpts[j++] = m->ckpts[i];
+        if (j == m->nckpt)
+            return od_err_set(err, OD_NOTFOUND, "db: no checkpoint %llu", (unsigned long long)c->id);
+        m->nckpt = j;
+        return OD_OK;
+    }
+    od_ckpt *n = realloc(m->ckpts, (m->nckpt + 1) * sizeof(od_ckpt));
+    if (!n) return od_err_set(err, OD_NOMEM, "db: out of memory");
+    m->ckpts = n;
+    c->id = m->next_ckpt_id ? m->next_ckpt_id : 1;
+    m->next_ckpt_id = c->id + 1;
+    n[m->nckpt].id = c->id;
+    n[m->nckpt].manifest_version = m->version + 1; /* the version being committed pins itself */
+    n[m->nckpt].expire_ms = c->lifetime_ms ? od_now_ms() + c->lifetime_ms : 0;
+    m->nckpt++;
+    return OD_OK;
+}
+
+static int ckpt_change(od_db *db, struct ckpt_ctx *c, od_err *err)
+{
+    if (db->read_only || db->o.compactor_only) return od_err_set(err, OD_BADREQ, "db: checkpoints need a writer handle");
+    c->epoch = db->epoch;
+    pthread_mutex_lock(&db->man_mu);
+    int rc = od_manifest_update(db->store, &db->man, db->writer_id, ckpt_edit, c, err);
+    if (rc == OD_OK) rc = od_db_apply_manifest(db, &db->man, NULL, err);
+    pthread_mutex_unlock(&db->man_mu);
+    if (rc == OD_FENCED) od_db_set_bg_error(db, rc, err);
+    return rc;
+}
+
+int od_db_checkpoint_create(od_db *db, uint32_t lifetime_ms, uint64_t *id_out, od_err *err)
+{
+    struct ckpt_ctx c = {lifetime_ms, 0, 0, 0};
+    int rc = ckpt_change(db, &c, err);
+    if (rc == OD_OK && id_out) *id_out = c.id;
+    return rc;
+}
+
+int od_db_checkpoint_delete(od_db *db, uint64_t id, od_err *err)
+{
+    struct ckpt_ctx c = {0, id, 1, 0};
+    return ckpt_change(db, &c, err);
+}
+
+/* ---------------- observability ---------------- */
+
+void od_db_get_stats(od_db *db, od_db_stats *o)
+{
+    memset(o, 0, sizeof *o);
+    pthread_mutex_lock(&db->wmu);
+    o->last_seq = db->last_seq;
+    pthread_mutex_unlock(&db->wmu);
+    pthread_mutex_lock(&db->mu);
+    o->durable_seq = db->durable_seq;
+    o->writer_epoch = db->read_only ? db->man.writer_epoch : db->epoch;
+    od_version *v = db->cur;
+    o->manifest_version = v->ts->manifest_version;
+    o->l0_count = v->ts->nl0;
+    o->sorted_runs = v->ts->nruns;
+    o->memtable_bytes = od_mt_bytes(v->mem);
+    for (size_t i = 0; i < v->nimm; i++) o->memtable_bytes += od_mt_bytes(v->imm[i]);
+    for (size_t i = 0; i < v->ts->nl0; i++) {
+        o->live_ssts++;
+        o->live_sst_bytes += v->ts->l0[i]->desc.size;
+    }
+    for (size_t r = 0; r < v->ts->nruns; r++)
+        for (size_t i = 0; i < v->ts->runs[r].n; i++) {
+            o->live_ssts++;
+            o->live_sst_bytes += v->ts->runs[r].t[i]->desc.size;
+        }
+    pthread_mutex_unlock(&db->mu);
+    o->wal_flushes = atomic_load(&db->st_wal_flushes);
+    o->wal_bytes = atomic_load(&db->st_wal_bytes);
+    o->memtable_flushes = atomic_load(&db->st_mem_flushes);
+    o->compactions = atomic_load(&db->st_compactions);
+    o->compaction_bytes_in = atomic_load(&db->st_cbytes_in);
+    o->compaction_bytes_out = atomic_load(&db->st_cbytes_out);
+    o->user_bytes_written = atomic_load(&db->st_user_bytes);
+    o->gets = atomic_load(&db->st_gets);
+    o->iters = atomic_load(&db->st_iters);
+    o->sst_reads = atomic_load(&db->st_sst_reads);
+    o->gc_deleted = atomic_load(&db->st_gc_deleted);
+    size_t cb;
+    od_block_cache_stats(db->cache, &o->block_cache_hits, &o->block_cache_misses, &cb);
+    if (db->dcache) od_disk_cache_stats(db->dcache, &o->disk_cache_hits, &o->disk_cache_misses, NULL);
+    od_store_get_stats(db->store, &o->store);
+}
+
+static int json_key(od_buf *b, const char *name, const uint8_t *k, size_t n)
+{
+    int rc = od_buf_printf(b, "\"%s\":\"", name);
+    for (size_t i = 0; !rc && i < n; i++) rc = od_buf_printf(b, "%02x", k[i]);
+    return rc | od_buf_append_str(b, "\"");
+}
+
+static int json_desc(od_buf *b, const od_sst_desc *d)
+{
+    int rc = od_buf_printf(b, "{\"id\":\"%s\",\"size\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"min_seq\":%" PRIu64
+                              ",\"max_seq\":%" PRIu64 ",",
+                           d->id, d->size, d->entries, d->min_seq, d->max_seq);
+    rc |= json_key(b, "min_key_hex", d->min_key, d->min_klen);
+    rc |= od_buf_append_str(b, ",");
+    rc |= json_key(b, "max_key_hex", d->max_key, d->max_klen);
+    return rc | od_buf_append_str(b, "}");
+}
+
+int od_db_inspect(od_db *db, od_buf *json, od_err *err)
+{
+    pthread_mutex_lock(&db->man_mu);
+    const od_manifest *m = &db->man;
+    od_buf_reset(json);
+    int rc = od_buf_printf(json,
+                           "{\"store\":\"%s\",\"read_only\":%d,\"manifest_version\":%" PRIu64 ",\"writer_epoch\":%" PRIu64
+                           ",\"compactor_epoch\":%" PRIu64 ",\"wal_replay_from\":%" PRIu64 ",\"last_l0_seq\":%" PRIu64
+                           ",\"l0\":[",
+                           od_store_describe(db->store), db->read_only, m->version, m->writer_epoch, m->compactor_epoch,
+                           m->wal_replay_from, m->last_l0_seq);
+    for (size_t i = 0; !rc && i < m->nl0; i++) {
+        if (i) rc |= od_buf_append_str(json, ",");
+        rc |= json_desc(json, &m->l0[i]);
+    }
+    rc |= od_buf_append_str(json, "],\"runs\":[");
+    for (size_t r = 0; !rc && r < m->nruns; r++) {
+        rc |= od_buf_printf(json, "%s{\"id\":%" PRIu64 ",\"ssts\":[", r ? "," : "", m->runs[r].id);
+        for (size_t i = 0; !rc && i < m->runs[r].n; i++) {
+            if (i) rc |= od_buf_append_str(json, ",");
+            rc |= json_desc(json, &m->runs[r].ssts[i]);
+        }
+        rc |= od_buf_append_str(json, "]}");
+    }
+    rc |= od_buf_append_str(json, "],\"checkpoints\":[");
+    for (size_t i = 0; !rc && i < m->nckpt; i++)
+        rc |= od_buf_printf(json, "%s{\"id\":%" PRIu64 ",\"manifest_version\":%" PRIu64 ",\"expire_ms\":%lld}",
+                            i ? "," : "", m->ckpts[i].id, m->ckpts[i].manifest_version,
+                            (long long)m->ckpts[i].expire_ms);
+    rc |= od_buf_append_str(json, "]}");
+    rc |= od_buf_cstr(json); /* callers may treat the JSON as a C string */
+    pthread_mutex_unlock(&db->man_mu);
+    if (rc) return od_err_set(err, OD_NOMEM, "db: out of memory");
+    return OD_OK;
+}
+
+od_store *od_db_store(od_db *db)
+{
+    return db->store;
+}

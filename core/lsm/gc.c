@@ -1,0 +1,236 @@
+/*
+ * gc.c — garbage collection of objects no live manifest needs.
+ *
+ * Rules (one pass, od_gc_run):
+ *   - the latest manifest version, every version younger than gc_min_age_ms, and every
+ *     version pinned by an unexpired checkpoint of the latest version are KEPT; older
+ *     manifest versions are deleted (never the latest);
+ *   - a collection is referenced when a kept manifest version lists it or an in-process
+ *     version (current view, live snapshots) holds it; unreferenced collections are deleted
+ *     only when older than gc_min_age_ms (so a flush or compaction that wrote its output but
+ *     has not committed it yet is safe);
+ *   - a WAL object is deleted when its id is below the smallest wal_replay_from of the kept
+ *     versions, it is older than gc_min_age_ms, and it is not the highest WAL id in the
+ *     store (the newest object — normally a fence or the tail — always stays, so the next
+ *     id can never be re-created by a stalled writer after GC).
+ * Ages come from the store's last-modified times; clock skew must be far below the min age.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lsm_int.h"
+
+typedef struct obj {
+    char *key;
+    int64_t mtime;
+} obj;
+
+typedef struct objlist {
+    obj *v;
+    size_t n, cap;
+    int oom;
+} objlist;
+
+static int list_cb(void *ctx, const char *key, const od_obj_meta *meta)
+{
+    objlist *l = ctx;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 64;
+        obj *nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv) {
+            l->oom = 1;
+            return 1;
+        }
+        l->v = nv;
+        l->cap = nc;
+    }
+    l->v[l->n].key = strdup(key);
+    if (!l->v[l->n].key) {
+        l->oom = 1;
+        return 1;
+    }
+    l->v[l->n].mtime = meta ? meta->mtime_ms : 0;
+    l->n++;
+    return 0;
+}
+
+static void objlist_free(objlist *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->v[i].key);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+static int list_prefix(od_db *db, const char *prefix, objlist *l, od_err *err)
+{
+    memset(l, 0, sizeof *l);
+    int rc = od_store_list(db->store, prefix, NULL, list_cb, l, err);
+    if (rc == OD_OK && l->oom) rc = od_err_set(err, OD_NOMEM, "gc: out of memory listing %s", prefix);
+    if (rc) objlist_free(l);
+    return rc;
+}
+
+/* A set of SST ids (sorted array of strings). */
+typedef struct idset {
+    char **v;
+    size_t n, cap;
+} idset;
+
+static int idset_add(idset *s, const char *id)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 64;
+        char **nv = realloc(s->v, nc * sizeof *nv);
+        if (!nv) return OD_NOMEM;
+        s->v = nv;
+        s->cap = nc;
+    }
+    if (!(s->v[s->n] = strdup(id))) return OD_NOMEM;
+    s->n++;
+    return OD_OK;
+}
+
+static int idset_has(const idset *s, const char *id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i], id) == 0) return 1;
+    return 0;
+}
+
+static void idset_free(idset *s)
+{
+    for (size_t i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+}
+
+static int add_manifest_ids(idset *s, const od_manifest *m)
+{
+    for (size_t i = 0; i < m->nl0; i++)
+        if (idset_add(s, m->l0[i].id)) return OD_NOMEM;
+    for (size_t r = 0; r < m->nruns; r++)
+        for (size_t i = 0; i < m->runs[r].n; i++)
+            if (idset_add(s, m->runs[r].ssts[i].id)) return OD_NOMEM;
+    return OD_OK;
+}
+
+static int add_tset_ids(idset *s, const od_tset *ts)
+{
+    for (size_t i = 0; i < ts->nl0; i++)
+        if (idset_add(s, ts->l0[i]->desc.id)) return OD_NOMEM;
+    for (size_t r = 0; r < ts->nruns; r++)
+        for (size_t i = 0; i < ts->runs[r].n; i++)
+            if (idset_add(s, ts->runs[r].t[i]->desc.id)) return OD_NOMEM;
+    return OD_OK;
+}
+
+static int parse_num(const char *key, const char *prefix, const char *suffix, uint64_t *v)
+{
+    size_t pl = strlen(prefix), sl = strlen(suffix), kl = strlen(key);
+    if (kl != pl + 20 + sl || strncmp(key, prefix, pl) != 0 || strcmp(key + pl + 20, suffix) != 0) return 0;
+    uint64_t x = 0;
+    for (size_t i = 0; i < 20; i++) {
+        char ch = key[pl + i];
+        if (ch < '0' || ch > '9') return 0;
+        x = x * 10 + (uint64_t)(ch - '0');
+    }
+    *v = x;
+    return 1;
+}
+
+static int del(od_db *db, const char *key, uint64_t *deleted, od_err *err)
+{
+    int rc = od_store_delete(db->store, key, err);
+    if (rc == OD_OK) (*deleted)++;
+    return rc;
+}
+
+int od_gc_run(od_db *db, od_err *err)
+{
+    od_manifest latest;
+    int rc = od_manifest_load_latest(db->store, 0, &latest, err);
+    if (rc == OD_NOTFOUND) {
+        if (err) od_err_clear(err);
+        return OD_OK;
+    }
+    if (rc) return rc;
+    int64_t now = od_now_ms();
+    int64_t cutoff = now - (int64_t)db->o.gc_min_age_ms;
+    uint64_t deleted = 0;
+    idset ids = {0};
+    objlist mans = {0}, ssts = {0}, wals = {0};
+    uint64_t min_replay = latest.wal_replay_from;
+    if ((rc = add_manifest_ids(&ids, &latest))) goto oom;
+
+    /* in-process views */
+    pthread_mutex_lock(&db->mu);
+    rc = add_tset_ids(&ids, db->cur->ts);
+    for (od_snapshot *s = db->snaps; !rc && s; s = s->next) rc = add_tset_ids(&ids, s->v->ts);
+    pthread_mutex_unlock(&db->mu);
+    if (rc) goto oom;
+
+    /* manifests */
+    if ((rc = list_prefix(db, "manifest/", &mans, err))) goto out;
+    for (size_t i = 0; i < mans.n; i++) {
+        uint64_t v;
+        if (!parse_num(mans.v[i].key, "manifest/", ".manifest", &v) || v >= latest.version) continue;
+        int pinned = 0;
+        for (size_t k = 0; k < latest.nckpt; k++)
+            if (latest.ckpts[k].manifest_version == v && (latest.ckpts[k].expire_ms == 0 || latest.ckpts[k].expire_ms > now))
+                pinned = 1;
+        if (!pinned && mans.v[i].mtime <= cutoff) {
+            if ((rc = del(db, mans.v[i].key, &deleted, err)) != OD_OK) goto out;
+            continue;
+        }
+        od_manifest m;
+        od_err e2;
+        int lr = od_manifest_load(db->store, v, &m, &e2);
+        if (lr == OD_NOTFOUND) continue;
+        if (lr) {
+            rc = od_err_copy(err, &e2);
+            goto out;
+        }
+        if (m.wal_replay_from < min_replay) min_replay = m.wal_replay_from;
+        rc = add_manifest_ids(&ids, &m);
+        od_manifest_free(&m);
+        if (rc) goto oom;
+    }
+
+    /* collections */
+    if ((rc = list_prefix(db, "sst/", &ssts, err))) goto out;
+    for (size_t i = 0; i < ssts.n; i++) {
+        const char *k = ssts.v[i].key;
+        size_t kl = strlen(k);
+        if (kl < 9 || strncmp(k, "sst/", 4) != 0 || strcmp(k + kl - 4, ".sst") != 0) continue;
+        char id[OD_SST_ID_MAX + 8];
+        snprintf(id, sizeof id, "%.*s", (int)(kl - 8), k + 4);
+        if (idset_has(&ids, id) || ssts.v[i].mtime > cutoff) continue;
+        if ((rc = del(db, k, &deleted, err))) goto out;
+    }
+
+    /* WAL */
+    if ((rc = list_prefix(db, "wal/", &wals, err))) goto out;
+    uint64_t max_id = 0;
+    for (size_t i = 0; i < wals.n; i++) {
+        uint64_t id;
+        if (parse_num(wals.v[i].key, "wal/", ".wal", &id) && id > max_id) max_id = id;
+    }
+    for (size_t i = 0; i < wals.n; i++) {
+        uint64_t id;
+        if (!parse_num(wals.v[i].key, "wal/", ".wal", &id)) continue;
+        if (id >= min_replay || id >= max_id || wals.v[i].mtime > cutoff) continue;
+        if ((rc = del(db, wals.v[i].key, &deleted, err))) goto out;
+    }
+    goto out;
+oom:
+    rc = od_err_set(err, OD_NOMEM, "gc: out of memory");
+out:
+    atomic_fetch_add(&db->st_gc_deleted, deleted);
+    objlist_free(&mans);
+    objlist_free(&ssts);
+    objlist_free(&wals);
+    idset_free(&ids);
+    od_manifest_free(&latest);
+    return rc;
+}

@@ -7,10 +7,10 @@
 # terminal; otherwise it runs the demo queries and exits (so CI and scripts can call it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STORE="$(pwd)/demo-store"
+STORE="${OD_DEMO_STORE:-$(pwd)/demo-store}"
 mkdir -p "$STORE"
 DB="$STORE/demo.db"
-EXT="$(pwd)/build/opendata"
+EXT="${OD_DEMO_EXT:-$(pwd)/build/opendata}"
 
 setup_sql() {
 cat <<SQL
@@ -39,6 +39,9 @@ cat <<'SQL'
 SELECT metric, labels, count(*) AS samples, max(value) AS last FROM metrics
   WHERE metric = 'http_requests_total' GROUP BY labels;
 SELECT key, seq, value FROM events WHERE key = 'order-1';
+SELECT labels AS "sum by (code) (rate(http_requests_total[5m]))", round(value, 3) AS per_second
+  FROM promql('metrics', 'sum by (code) (rate(http_requests_total[5m]))',
+              (SELECT max(ts) FROM metrics WHERE metric = 'http_requests_total'));
 SQL
 }
 

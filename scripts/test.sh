@@ -49,6 +49,8 @@ run_suite() { # builddir label
     done
     if [ -x "$B/tools/sqltest" ] && [ -f "$B/opendata.so" ]; then
         run_one "$label/sqltest-selftest" scripts/sqltest-selftest.sh "$B"
+        # Debian's sqlite3 binary cannot load an ASan-instrumented library: normal build only.
+        [ "$label" = normal ] && run_one "$label/make-run-demo" scripts/run-selftest.sh "$B"
         for f in sql-tests/*.test; do
             [ -f "$f" ] || continue
             case "$f" in

@@ -23,5 +23,8 @@ int sqlite3_opendata_init(sqlite3 *db, char **pzErrMsg, const sqlite3_api_routin
     }
     int rc = SQLITE_OK;
     /* Each module adds its registration here. */
+    if (rc == SQLITE_OK) rc = od_vtab_tsdb_register(db);
+    if (rc == SQLITE_OK) rc = od_vtab_eventstore_register(db);
+    if (rc == SQLITE_OK) rc = od_vtab_promql_register(db);
     return rc;
 }

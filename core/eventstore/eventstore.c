@@ -1,0 +1,1074 @@
+/*
+ * eventstore.c — the event store engine (see od_eventstore.h) on the storage engine od_db.
+ *
+ * Owns: the od_db handle of the store, the append lock, the bounded LRU of per-key tail
+ * state, and the condition variable that wakes followers.
+ *
+ * How it works
+ *   Append: records are validated outside the lock. Under `mu` (the ONE place where sequences
+ *   are assigned) the batch's keys are resolved to their tail state (batch-local map → LRU →
+ *   the store's 'm' entry), every expected_seq is checked against the sequence the record
+ *   would get, producer dedupe is checked, sequences and timestamps are assigned, and one
+ *   od_batch (records, sparse time-index entries, count-retention tombstones, metadata,
+ *   producer state) is applied with od_db_write while still under the lock, so the memtable
+ *   order equals the assignment order. Only then is the LRU updated. The lock is released
+ *   before waiting for durability, so concurrent appenders share one WAL object (group
+ *   commit); acknowledgement comes after od_db_wait_durable. Followers are woken after that.
+ *   Reads: a snapshot, the key's metadata at that snapshot, then one iterator over the key's
+ *   contiguous record range; retention (count → first visible seq; age → ts filter) is
+ *   applied while reading, so it takes effect at once.
+ *   Reclaiming: records carry a TTL of ts + age (per-key or store default) when appended;
+ *   count retention and trims write tombstones; the compaction filter drops records older
+ *   than the store's default age unless the key had its own age rule at append time.
+ */
+#include "es_int.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../util/od_coding.h"
+
+#define ES_TOMBSTONE_CHUNK 4096      /* deletes per od_batch when trimming */
+#define ES_RETENTION_STEP 1024       /* old records tombstoned per key per append (catch-up) */
+
+struct od_eventstore {
+    od_db *db;
+    od_ev_options opts;
+    pthread_mutex_t mu;         /* append lock: sequence assignment, LRU, stats, gen */
+    pthread_cond_t cond;        /* broadcast when appended records become durable */
+    uint64_t gen;               /* bumped with every broadcast */
+    es_lru lru;
+    od_ev_stats st;
+    od_buf k, v;                /* scratch buffers, used under mu */
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+static int nomem(od_err *err) { return od_err_set(err, OD_NOMEM, "eventstore: out of memory"); }
+
+static void key_repr(char *out, size_t cap, const void *key, size_t klen)
+{
+    const uint8_t *k = key;
+    size_t o = 0;
+    for (size_t i = 0; i < klen && o + 5 < cap; i++) {
+        if (i >= 40) {
+            out[o++] = '.'; out[o++] = '.'; out[o++] = '.';
+            break;
+        }
+        if (k[i] >= 0x20 && k[i] < 0x7f && k[i] != '"') {
+            out[o++] = (char)k[i];
+        } else {
+            static const char hx[] = "0123456789abcdef";
+            out[o++] = '\\'; out[o++] = 'x'; out[o++] = hx[k[i] >> 4]; out[o++] = hx[k[i] & 15];
+        }
+    }
+    out[o] = 0;
+}
+
+static int check_key(const void *key, size_t klen, od_err *err)
+{
+    if (!key || klen == 0) return od_err_set(err, OD_BADREQ, "eventstore: key is empty");
+    if (klen > OD_EV_KEY_MAX)
+        return od_err_set(err, OD_BADREQ, "eventstore: key of %zu bytes is longer than the limit of %d", klen,
+                          OD_EV_KEY_MAX);
+    return OD_OK;
+}
+
+static void meta_to_info(const od_eventstore *es, const es_meta *m, int exists, od_ev_key_info *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!exists) return;
+    out->exists = 1;
+    out->first_seq = es_visible_first(m, es->opts.retention_count);
+    out->next_seq = m->next_seq;
+    out->count = m->next_seq - out->first_seq;
+    out->bytes = m->bytes;
+    out->last_ts_ms = m->last_ts;
+    out->created_ms = m->created_ms;
+    out->retention_age_ms = m->ret_age_ms;
+    out->retention_count = m->ret_count;
+}
+
+/* Read a key's metadata from the store (snap may be NULL). */
+static int load_meta_db(od_eventstore *es, const od_snapshot *snap, const void *key, size_t klen, es_meta *m,
+                        int *exists, od_err *err)
+{
+    od_buf kb = {0}, vb = {0};
+    memset(m, 0, sizeof *m);
+    *exists = 0;
+    if (es_key_meta(&kb, key, klen)) return nomem(err);
+    od_err e2 = {0};
+    int rc = od_db_get(es->db, snap, kb.data, kb.len, &vb, &e2);
+    od_buf_free(&kb);
+    if (rc == OD_NOTFOUND) {
+        od_buf_free(&vb);
+        return OD_OK;
+    }
+    if (rc) {
+        od_buf_free(&vb);
+        od_err_copy(err, &e2);
+        return od_err_prefix(err, "eventstore: reading key metadata");
+    }
+    rc = es_meta_decode(vb.data, vb.len, m);
+    od_buf_free(&vb);
+    if (rc) return od_err_set(err, OD_CORRUPT, "eventstore: corrupt metadata of a key");
+    *exists = 1;
+    return OD_OK;
+}
+
+/* Tail state under mu: LRU, else the store (and remember it). */
+static int load_state_locked(od_eventstore *es, const void *key, size_t klen, es_meta *m, int *exists,
+                             od_err *err)
+{
+    if (es_lru_get(&es->lru, key, klen, m, exists)) return OD_OK;
+    int rc = load_meta_db(es, NULL, key, klen, m, exists, err);
+    if (rc) return rc;
+    return es_lru_put(&es->lru, key, klen, m, *exists, err);
+}
+
+/* Compaction filter: drop records / index entries older than the store's default age, unless
+ * the key had its own age rule when they were appended (then their TTL decides). */
+static int es_filter(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen, int64_t now_ms)
+{
+    const od_eventstore *es = ctx;
+    int64_t age = es->opts.retention_age_ms;
+    if (age <= 0 || klen == 0) return 0;
+    if (key[0] == ES_NS_REC) {
+        es_rec r;
+        if (es_rec_decode(val, vlen, &r)) return 0;
+        if (r.iflags & ES_IF_AGE_OVERRIDE) return 0;
+        return es_age_hidden(r.ts, age, now_ms);
+    }
+    if (key[0] == ES_NS_TIDX) {
+        int64_t ts;
+        uint64_t seq;
+        if (vlen < 1 || (val[0] & ES_IF_AGE_OVERRIDE)) return 0;
+        if (es_tidx_key_decode(key, klen, NULL, &ts, &seq)) return 0;
+        return es_age_hidden(ts, age, now_ms);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- open / close */
+
+void od_ev_options_init(od_ev_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->tail_cache_entries = 65536;
+    o->producer_ttl_ms = 7LL * 24 * 3600 * 1000;
+}
+
+static const uint8_t header_magic[4] = {'O', 'D', 'E', 'V'};
+
+static int check_header(od_eventstore *es, od_err *err)
+{
+    const uint8_t hk = ES_NS_HEADER;
+    od_buf v = {0};
+    od_err e2 = {0};
+    int rc = od_db_get(es->db, NULL, &hk, 1, &v, &e2);
+    if (rc == OD_OK) {
+        int ok = v.len >= 5 && memcmp(v.data, header_magic, 4) == 0;
+        int ver = ok ? v.data[4] : -1;
+        od_buf_free(&v);
+        if (!ok) return od_err_set(err, OD_CORRUPT, "eventstore: the store holds something that is not an event store");
+        if (ver != OD_ES_FORMAT)
+            return od_err_set(err, OD_UNSUPPORTED, "eventstore: store format %d, this build reads %d", ver,
+                              OD_ES_FORMAT);
+        return OD_OK;
+    }
+    od_buf_free(&v);
+    if (rc != OD_NOTFOUND) {
+        od_err_copy(err, &e2);
+        return od_err_prefix(err, "eventstore: reading the store header");
+    }
+    if (es->opts.read_only) return OD_OK; /* an empty store: nothing to check yet */
+    uint8_t hv[5] = {'O', 'D', 'E', 'V', OD_ES_FORMAT};
+    od_batch *b = od_batch_new();
+    if (!b) return nomem(err);
+    rc = od_batch_put(b, &hk, 1, hv, sizeof hv);
+    if (!rc) rc = od_db_write(es->db, b, 1, NULL, err);
+    else nomem(err);
+    od_batch_free(b);
+    return rc;
+}
+
+int od_ev_open(const char *uri, const od_ev_options *opts, od_eventstore **out, od_err *err)
+{
+    *out = NULL;
+    od_eventstore *es = calloc(1, sizeof *es);
+    if (!es) return nomem(err);
+    if (opts) es->opts = *opts;
+    else od_ev_options_init(&es->opts);
+    if (es->opts.tail_cache_entries == 0) es->opts.tail_cache_entries = 65536;
+    if (es->opts.producer_ttl_ms <= 0) es->opts.producer_ttl_ms = 7LL * 24 * 3600 * 1000;
+    if (es->opts.retention_age_ms < 0) {
+        free(es);
+        return od_err_set(err, OD_BADREQ, "eventstore: retention_age_ms must not be negative");
+    }
+    es->opts.db = NULL;
+    pthread_mutex_init(&es->mu, NULL);
+    pthread_cond_init(&es->cond, NULL);
+    int rc = es_lru_init(&es->lru, es->opts.tail_cache_entries, err);
+    if (rc) goto fail;
+    od_db_options dbo;
+    if (opts && opts->db) dbo = *opts->db;
+    else od_db_options_init(&dbo);
+    dbo.read_only = es->opts.read_only;
+    if (es->opts.takeover) dbo.takeover = 1;
+    dbo.compaction_filter = es_filter;
+    dbo.compaction_filter_ctx = es;
+    rc = od_db_open(uri, &dbo, &es->db, err);
+    if (rc) {
+        od_err_prefix(err, "eventstore: opening %s", uri);
+        goto fail;
+    }
+    rc = check_header(es, err);
+    if (rc) {
+        od_db_close(es->db, NULL);
+        goto fail;
+    }
+    *out = es;
+    return OD_OK;
+fail:
+    es_lru_free(&es->lru);
+    pthread_cond_destroy(&es->cond);
+    pthread_mutex_destroy(&es->mu);
+    free(es);
+    return rc;
+}
+
+int od_ev_close(od_eventstore *es, od_err *err)
+{
+    if (!es) return OD_OK;
+    int rc = od_db_close(es->db, err);
+    es_lru_free(&es->lru);
+    od_buf_free(&es->k);
+    od_buf_free(&es->v);
+    pthread_cond_destroy(&es->cond);
+    pthread_mutex_destroy(&es->mu);
+    free(es);
+    return rc;
+}
+
+od_db *od_ev_db(od_eventstore *es) { return es->db; }
+
+int od_ev_refresh(od_eventstore *es, od_err *err) { return od_db_refresh(es->db, err); }
+
+void od_ev_get_stats(od_eventstore *es, od_ev_stats *out)
+{
+    pthread_mutex_lock(&es->mu);
+    *out = es->st;
+    out->tail_cache_hits = es->lru.hits;
+    out->tail_cache_misses = es->lru.misses;
+    out->tail_cache_entries = es->lru.count;
+    pthread_mutex_unlock(&es->mu);
+}
+
+/* ---------------------------------------------------------------- append */
+
+static int validate(const od_ev_rec_in *recs, size_t n, const od_ev_append_opts *ao, od_err *err)
+{
+    if (n == 0) return od_err_set(err, OD_BADREQ, "eventstore: append of an empty batch");
+    if (n > OD_EV_BATCH_MAX)
+        return od_err_set(err, OD_BADREQ, "eventstore: batch of %zu records is larger than the limit of %d", n,
+                          OD_EV_BATCH_MAX);
+    for (size_t i = 0; i < n; i++) {
+        const od_ev_rec_in *r = &recs[i];
+        int rc = check_key(r->key, r->klen, err);
+        if (rc) return od_err_prefix(err, "record %zu", i);
+        if (r->vlen > OD_EV_VALUE_MAX)
+            return od_err_set(err, OD_BADREQ, "eventstore: record %zu: value of %zu bytes is larger than the limit of %u",
+                              i, r->vlen, (unsigned)OD_EV_VALUE_MAX);
+        if (r->vlen && !r->value) return od_err_set(err, OD_BADREQ, "eventstore: record %zu: value is NULL", i);
+        if (r->nheaders > OD_EV_HEADERS_MAX)
+            return od_err_set(err, OD_BADREQ, "eventstore: record %zu: %zu headers, the limit is %d", i, r->nheaders,
+                              OD_EV_HEADERS_MAX);
+        if (r->nheaders && !r->headers) return od_err_set(err, OD_BADREQ, "eventstore: record %zu: headers NULL", i);
+        if (es_headers_bytes(r->headers, r->nheaders) > OD_EV_HEADER_BYTES_MAX)
+            return od_err_set(err, OD_BADREQ, "eventstore: record %zu: headers larger than %d bytes", i,
+                              OD_EV_HEADER_BYTES_MAX);
+        if (r->expected_seq < OD_EV_ANY)
+            return od_err_set(err, OD_BADREQ, "eventstore: record %zu: expected_seq %lld is negative", i,
+                              (long long)r->expected_seq);
+        if (r->ts_ms < 0)
+            return od_err_set(err, OD_BADREQ, "eventstore: record %zu: timestamp %lld is negative", i,
+                              (long long)r->ts_ms);
+    }
+    if (ao && ao->producer_id && (ao->producer_id[0] == 0 || strlen(ao->producer_id) > 256))
+        return od_err_set(err, OD_BADREQ, "eventstore: producer id must be 1..256 bytes");
+    return OD_OK;
+}
+
+/* Per-key state of one append batch. */
+typedef struct bkey {
+    const void *key;
+    size_t klen;
+    es_meta old, m;   /* before / after this batch */
+    int existed;
+    uint64_t batch_first; /* first seq assigned in this batch */
+    uint64_t drop_below;  /* records below this are retained away (not written) */
+} bkey;
+
+typedef struct bmap {
+    bkey *keys;
+    size_t n;
+    size_t *slot;   /* open addressing: index+1, 0 = empty */
+    size_t cap;     /* power of two */
+} bmap;
+
+static uint64_t hkey(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+static bkey *bmap_find(bmap *bm, const void *key, size_t klen, int *found)
+{
+    size_t i = (size_t)hkey(key, klen) & (bm->cap - 1);
+    for (;;) {
+        size_t s = bm->slot[i];
+        if (!s) {
+            bm->slot[i] = ++bm->n;
+            bkey *k = &bm->keys[bm->n - 1];
+            memset(k, 0, sizeof *k);
+            k->key = key;
+            k->klen = klen;
+            *found = 0;
+            return k;
+        }
+        bkey *k = &bm->keys[s - 1];
+        if (k->klen == klen && memcmp(k->key, key, klen) == 0) {
+            *found = 1;
+            return k;
+        }
+        i = (i + 1) & (bm->cap - 1);
+    }
+}
+
+static int put_rec_tombstones(od_eventstore *es, od_batch *b, const void *key, size_t klen, uint64_t from,
+                              uint64_t to)
+{
+    for (uint64_t s = from; s < to; s++) {
+        if (es_key_rec(&es->k, key, klen, s) || od_batch_delete(b, es->k.data, es->k.len)) return OD_NOMEM;
+    }
+    return OD_OK;
+}
+
+/* Tombstone time-index entries of key with seq < below, found by walking the key's index in
+ * order (ts non-decreasing in seq, so index order is seq order). */
+static int put_tidx_tombstones(od_eventstore *es, od_batch *b, const void *key, size_t klen, uint64_t below,
+                               od_err *err)
+{
+    od_buf lo = {0}, hi = {0};
+    int has = 0, rc;
+    od_iter *it = NULL;
+    if (es_key_tidx_prefix(&lo, key, klen) || es_prefix_successor(&hi, lo.data, lo.len, &has)) {
+        rc = nomem(err);
+        goto out;
+    }
+    rc = od_db_iter(es->db, NULL, lo.data, lo.len, has ? hi.data : NULL, has ? hi.len : 0, &it, err);
+    if (rc) goto out;
+    while (od_iter_valid(it)) {
+        size_t kl;
+        const uint8_t *k = od_iter_key(it, &kl);
+        int64_t ts;
+        uint64_t seq;
+        if (es_tidx_key_decode(k, kl, NULL, &ts, &seq) == OD_OK) {
+            if (seq >= below) break;
+            if (od_batch_delete(b, k, kl)) {
+                rc = nomem(err);
+                goto out;
+            }
+        }
+        rc = od_iter_next(it, err);
+        if (rc) goto out;
+    }
+out:
+    od_iter_free(it);
+    od_buf_free(&lo);
+    od_buf_free(&hi);
+    return rc;
+}
+
+static void wake_followers(od_eventstore *es)
+{
+    pthread_mutex_lock(&es->mu);
+    es->gen++;
+    pthread_cond_broadcast(&es->cond);
+    pthread_mutex_unlock(&es->mu);
+}
+
+int od_ev_append(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od_ev_append_opts *ao,
+                 uint64_t *seqs_out, od_ev_append_info *info, od_err *err)
+{
+    od_ev_append_info dummy;
+    if (!info) info = &dummy;
+    memset(info, 0, sizeof *info);
+    if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
+    int rc = validate(recs, n, ao, err);
+    if (rc) return rc;
+
+    bmap bm = {0};
+    bm.cap = 16;
+    while (bm.cap < 2 * n) bm.cap <<= 1;
+    bm.keys = malloc(n * sizeof *bm.keys);
+    bm.slot = calloc(bm.cap, sizeof *bm.slot);
+    uint64_t *seqs = malloc(n * sizeof *seqs);
+    int64_t *tss = malloc(n * sizeof *tss);
+    bkey **rk = malloc(n * sizeof *rk);
+    od_batch *b = od_batch_new();
+    if (!bm.keys || !bm.slot || !seqs || !tss || !rk || !b) {
+        rc = nomem(err);
+        goto done_nolock;
+    }
+    int64_t now = es_now_ms();
+
+    pthread_mutex_lock(&es->mu);
+    /* 1. producer dedupe */
+    if (ao && ao->producer_id) {
+        od_buf pv = {0};
+        od_err e2 = {0};
+        if (es_key_producer(&es->k, ao->producer_id)) {
+            rc = nomem(err);
+            goto done;
+        }
+        rc = od_db_get(es->db, NULL, es->k.data, es->k.len, &pv, &e2);
+        if (rc == OD_OK) {
+            uint64_t last;
+            int64_t upd;
+            if (es_prod_decode(pv.data, pv.len, &last, &upd) == OD_OK && ao->producer_seq <= last &&
+                upd + es->opts.producer_ttl_ms > now) {
+                od_buf_free(&pv);
+                info->duplicate = 1;
+                es->st.duplicates++;
+                rc = OD_OK;
+                goto done;
+            }
+        } else if (rc != OD_NOTFOUND) {
+            od_buf_free(&pv);
+            od_err_copy(err, &e2);
+            od_err_prefix(err, "eventstore: reading producer state");
+            goto done;
+        }
+        od_buf_free(&pv);
+        rc = OD_OK;
+    }
+    /* 2. resolve tail state, check expected_seq, assign sequence and timestamp */
+    for (size_t i = 0; i < n; i++) {
+        int found;
+        bkey *k = bmap_find(&bm, recs[i].key, recs[i].klen, &found);
+        if (!found) {
+            rc = load_state_locked(es, k->key, k->klen, &k->old, &k->existed, err);
+            if (rc) goto done;
+            k->m = k->old;
+            if (!k->existed) {
+                memset(&k->m, 0, sizeof k->m);
+                k->m.created_ms = now;
+            }
+            k->batch_first = k->m.next_seq;
+        }
+        rk[i] = k;
+        if (recs[i].expected_seq != OD_EV_ANY && (uint64_t)recs[i].expected_seq != k->m.next_seq) {
+            char kr[200];
+            key_repr(kr, sizeof kr, k->key, k->klen);
+            info->conflict_index = i;
+            info->conflict_next_seq = k->m.next_seq;
+            info->conflict_expected = recs[i].expected_seq;
+            es->st.conflicts++;
+            rc = od_err_set(err, OD_CONFLICT,
+                            "eventstore: expected_seq %lld for key \"%s\" but its next sequence is %llu",
+                            (long long)recs[i].expected_seq, kr, (unsigned long long)k->m.next_seq);
+            goto done;
+        }
+        int64_t ts = recs[i].ts_ms ? recs[i].ts_ms : now;
+        if (ts < k->m.last_ts) ts = k->m.last_ts;
+        seqs[i] = k->m.next_seq++;
+        tss[i] = ts;
+        k->m.last_ts = ts;
+        k->m.bytes += recs[i].vlen;
+        for (size_t h = 0; h < recs[i].nheaders; h++) k->m.bytes += recs[i].headers[h].nlen + recs[i].headers[h].vlen;
+    }
+    /* 3. count retention: records of this batch below the retained window are not written;
+     *    older records get tombstones (at most ES_RETENTION_STEP + n per key per append). */
+    for (size_t j = 0; j < bm.n; j++) {
+        bkey *k = &bm.keys[j];
+        uint64_t c = es_eff_count(&k->m, es->opts.retention_count);
+        k->drop_below = 0;
+        if (!c || k->m.next_seq - k->m.first_seq <= c) continue;
+        uint64_t want = k->m.next_seq - c;
+        k->drop_below = want;
+        uint64_t old_end = want < k->batch_first ? want : k->batch_first;
+        uint64_t from = k->m.first_seq;
+        if (old_end > from + ES_RETENTION_STEP + n) old_end = from + ES_RETENTION_STEP + n;
+        if (old_end > from) {
+            if (put_rec_tombstones(es, b, k->key, k->klen, from, old_end)) {
+                rc = nomem(err);
+                goto done;
+            }
+            /* index entries exist only at stride multiples: walk the index when one is passed */
+            uint64_t first_mult = (from + OD_ES_TIDX_STRIDE - 1) / OD_ES_TIDX_STRIDE * OD_ES_TIDX_STRIDE;
+            if (first_mult < old_end) {
+                rc = put_tidx_tombstones(es, b, k->key, k->klen, old_end, err);
+                if (rc) goto done;
+            }
+        }
+        /* first = the tombstone frontier; a window start inside this batch is fully handled */
+        k->m.first_seq = want <= k->batch_first ? old_end : want;
+        if (k->m.first_seq < k->old.first_seq) k->m.first_seq = k->old.first_seq;
+    }
+    /* 4. the records and their time index */
+    for (size_t i = 0; i < n; i++) {
+        bkey *k = rk[i];
+        if (seqs[i] < k->drop_below) continue;
+        int64_t age = es_eff_age(&k->m, es->opts.retention_age_ms);
+        int64_t expire = age > 0 ? tss[i] + age : 0;
+        uint8_t iflags = k->m.ret_age_ms ? ES_IF_AGE_OVERRIDE : 0;
+        if (es_key_rec(&es->k, k->key, k->klen, seqs[i]) ||
+            es_rec_encode(&es->v, tss[i], iflags, recs[i].flags, recs[i].headers, recs[i].nheaders, recs[i].value,
+                          recs[i].vlen) ||
+            od_batch_put_ttl(b, es->k.data, es->k.len, es->v.data, es->v.len, expire)) {
+            rc = nomem(err);
+            goto done;
+        }
+        if (seqs[i] % OD_ES_TIDX_STRIDE == 0 && seqs[i] > 0) { /* seq 0 needs no entry: see ts_start */
+            if (es_key_tidx(&es->k, k->key, k->klen, tss[i], seqs[i]) ||
+                od_batch_put_ttl(b, es->k.data, es->k.len, &iflags, 1, expire)) {
+                rc = nomem(err);
+                goto done;
+            }
+        }
+    }
+    /* 5. metadata and producer state */
+    for (size_t j = 0; j < bm.n; j++) {
+        bkey *k = &bm.keys[j];
+        if (es_key_meta(&es->k, k->key, k->klen) || es_meta_encode(&es->v, &k->m) ||
+            od_batch_put(b, es->k.data, es->k.len, es->v.data, es->v.len)) {
+            rc = nomem(err);
+            goto done;
+        }
+    }
+    if (ao && ao->producer_id) {
+        if (es_key_producer(&es->k, ao->producer_id) || es_prod_encode(&es->v, ao->producer_seq, now) ||
+            od_batch_put_ttl(b, es->k.data, es->k.len, es->v.data, es->v.len, now + es->opts.producer_ttl_ms)) {
+            rc = nomem(err);
+            goto done;
+        }
+    }
+    /* 6. apply in assignment order, then publish the new tail state */
+    uint64_t dbseq = 0;
+    rc = od_db_write(es->db, b, 0, &dbseq, err);
+    if (rc) {
+        od_err_prefix(err, "eventstore: append");
+        /* the cached state may be ahead of the store now: forget it */
+        for (size_t j = 0; j < bm.n; j++) es_lru_remove(&es->lru, bm.keys[j].key, bm.keys[j].klen);
+        goto done;
+    }
+    for (size_t j = 0; j < bm.n; j++) {
+        bkey *k = &bm.keys[j];
+        if (es_lru_put(&es->lru, k->key, k->klen, &k->m, 1, NULL)) es_lru_remove(&es->lru, k->key, k->klen);
+    }
+    es->st.appends++;
+    es->st.records_appended += n;
+    pthread_mutex_unlock(&es->mu);
+
+    if (!(ao && ao->no_wait)) {
+        rc = od_db_wait_durable(es->db, dbseq, err);
+        if (rc) od_err_prefix(err, "eventstore: append not durable");
+    }
+    if (!rc && seqs_out) memcpy(seqs_out, seqs, n * sizeof *seqs);
+    if (!rc) wake_followers(es);
+    goto done_nolock;
+done:
+    pthread_mutex_unlock(&es->mu);
+done_nolock:
+    od_batch_free(b);
+    free(bm.keys);
+    free(bm.slot);
+    free(seqs);
+    free(tss);
+    free(rk);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- metadata ops */
+
+int od_ev_tail(od_eventstore *es, const void *key, size_t klen, od_ev_key_info *out, od_err *err)
+{
+    memset(out, 0, sizeof *out);
+    int rc = check_key(key, klen, err);
+    if (rc) return rc;
+    es_meta m;
+    int exists = 0;
+    if (!es->opts.read_only) {
+        pthread_mutex_lock(&es->mu);
+        rc = load_state_locked(es, key, klen, &m, &exists, err);
+        pthread_mutex_unlock(&es->mu);
+    } else {
+        rc = load_meta_db(es, NULL, key, klen, &m, &exists, err);
+    }
+    if (rc) return rc;
+    meta_to_info(es, &m, exists, out);
+    return OD_OK;
+}
+
+int od_ev_set_retention(od_eventstore *es, const void *key, size_t klen, int64_t age_ms, uint64_t count,
+                        od_err *err)
+{
+    int rc = check_key(key, klen, err);
+    if (rc) return rc;
+    if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
+    if (age_ms < 0) return od_err_set(err, OD_BADREQ, "eventstore: retention age must not be negative");
+    od_batch *b = od_batch_new();
+    if (!b) return nomem(err);
+    pthread_mutex_lock(&es->mu);
+    es_meta m;
+    int exists;
+    rc = load_state_locked(es, key, klen, &m, &exists, err);
+    if (!rc && !exists) rc = od_err_set(err, OD_NOTFOUND, "eventstore: no such key");
+    if (!rc) {
+        m.ret_age_ms = age_ms;
+        m.ret_count = count;
+        if (es_key_meta(&es->k, key, klen) || es_meta_encode(&es->v, &m) ||
+            od_batch_put(b, es->k.data, es->k.len, es->v.data, es->v.len))
+            rc = nomem(err);
+    }
+    if (!rc) rc = od_db_write(es->db, b, 1, NULL, err);
+    if (!rc) rc = es_lru_put(&es->lru, key, klen, &m, 1, err);
+    else es_lru_remove(&es->lru, key, klen);
+    pthread_mutex_unlock(&es->mu);
+    od_batch_free(b);
+    return rc;
+}
+
+/* Trim (before_seq) or delete (del=1) under mu. */
+static int trim_locked(od_eventstore *es, const void *key, size_t klen, uint64_t before, int del, od_err *err)
+{
+    es_meta m;
+    int exists;
+    int rc = load_state_locked(es, key, klen, &m, &exists, err);
+    if (rc) return rc;
+    if (!exists) return od_err_set(err, OD_NOTFOUND, "eventstore: no such key");
+    if (del) before = m.next_seq;
+    if (before > m.next_seq) before = m.next_seq;
+    if (before <= m.first_seq && !del) return OD_OK;
+    od_batch *b = od_batch_new();
+    if (!b) return nomem(err);
+    uint64_t from = m.first_seq;
+    /* first batch: the metadata (reads hide the range at once) and the index entries */
+    es_meta nm = m;
+    nm.first_seq = before;
+    rc = es_key_meta(&es->k, key, klen);
+    if (!rc) rc = del ? od_batch_delete(b, es->k.data, es->k.len)
+                      : (es_meta_encode(&es->v, &nm) || od_batch_put(b, es->k.data, es->k.len, es->v.data, es->v.len));
+    if (rc) rc = nomem(err);
+    if (!rc) rc = put_tidx_tombstones(es, b, key, klen, before, err);
+    if (!rc) rc = od_db_write(es->db, b, 0, NULL, err);
+    if (rc) {
+        es_lru_remove(&es->lru, key, klen);
+        od_batch_free(b);
+        return rc;
+    }
+    if (del) {
+        es_meta z = {0};
+        if (es_lru_put(&es->lru, key, klen, &z, 0, NULL)) es_lru_remove(&es->lru, key, klen);
+    } else if (es_lru_put(&es->lru, key, klen, &nm, 1, NULL)) {
+        es_lru_remove(&es->lru, key, klen);
+    }
+    /* then the records' tombstones, in chunks */
+    uint64_t last = 0;
+    for (uint64_t s = from; s < before && !rc;) {
+        od_batch_clear(b);
+        uint64_t e = s + ES_TOMBSTONE_CHUNK < before ? s + ES_TOMBSTONE_CHUNK : before;
+        if (put_rec_tombstones(es, b, key, klen, s, e)) rc = nomem(err);
+        if (!rc) rc = od_db_write(es->db, b, 0, &last, err);
+        s = e;
+    }
+    od_batch_free(b);
+    if (!rc) rc = od_db_flush(es->db, 0, err);
+    return rc;
+}
+
+int od_ev_trim(od_eventstore *es, const void *key, size_t klen, uint64_t before_seq, od_err *err)
+{
+    int rc = check_key(key, klen, err);
+    if (rc) return rc;
+    if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
+    pthread_mutex_lock(&es->mu);
+    rc = trim_locked(es, key, klen, before_seq, 0, err);
+    pthread_mutex_unlock(&es->mu);
+    return rc;
+}
+
+int od_ev_delete_key(od_eventstore *es, const void *key, size_t klen, od_err *err)
+{
+    int rc = check_key(key, klen, err);
+    if (rc) return rc;
+    if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
+    pthread_mutex_lock(&es->mu);
+    rc = trim_locked(es, key, klen, 0, 1, err);
+    pthread_mutex_unlock(&es->mu);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- reads */
+
+struct od_ev_cursor {
+    od_eventstore *es;
+    od_snapshot *snap;
+    od_iter *it;
+    od_buf key;
+    od_ev_read_opts ro;
+    int64_t age, now;
+    uint64_t returned, bytes;
+    int valid;
+    es_rec cur;
+    uint64_t cur_seq;
+};
+
+/* Move to the first acceptable record at or after the iterator's position. */
+static int cursor_settle(od_ev_cursor *c, od_err *err)
+{
+    c->valid = 0;
+    if (!c->it) return OD_OK;
+    if (c->ro.max_count && c->returned >= c->ro.max_count) return OD_OK;
+    while (od_iter_valid(c->it)) {
+        size_t kl, vl;
+        const uint8_t *k = od_iter_key(c->it, &kl);
+        const uint8_t *v = od_iter_value(c->it, &vl);
+        uint64_t seq;
+        if (kl < 8) return od_err_set(err, OD_CORRUPT, "eventstore: short record key");
+        seq = 0;
+        for (int i = 0; i < 8; i++) seq = (seq << 8) | k[kl - 8 + i];
+        if (es_rec_decode(v, vl, &c->cur))
+            return od_err_set(err, OD_CORRUPT, "eventstore: corrupt record at seq %llu", (unsigned long long)seq);
+        int skip = es_age_hidden(c->cur.ts, c->age, c->now) ||
+                   (c->ro.from == OD_EV_FROM_TS && c->cur.ts < c->ro.ts_ms);
+        if (!skip) {
+            if (c->ro.end_ts_ms && c->cur.ts >= c->ro.end_ts_ms) return OD_OK;
+            if (c->ro.max_bytes && c->returned > 0 && c->bytes + c->cur.vlen > c->ro.max_bytes) return OD_OK;
+            c->cur_seq = seq;
+            c->valid = 1;
+            return OD_OK;
+        }
+        int rc = od_iter_next(c->it, err);
+        if (rc) return rc;
+    }
+    return OD_OK;
+}
+
+/* Start of a FROM_TS read: the first index entry with ts ≥ T is at s1 (a multiple of STRIDE,
+ * never 0); the first record with ts ≥ T lies in [s1 - STRIDE, s1], since the entry at
+ * s1 - STRIDE (or seq 0, which has none) has ts < T or is the answer itself. Without such an
+ * entry, start at the last multiple of STRIDE below next_seq (0 for short keys). */
+static int ts_start(od_ev_cursor *c, const es_meta *m, uint64_t *start, od_err *err)
+{
+    od_eventstore *es = c->es;
+    od_buf lo = {0}, hi = {0};
+    od_iter *it = NULL;
+    int has = 0, rc = OD_OK;
+    uint64_t last_mult = m->next_seq ? (m->next_seq - 1) / OD_ES_TIDX_STRIDE * OD_ES_TIDX_STRIDE : 0;
+    *start = last_mult;
+    if (es_key_tidx(&lo, c->key.data, c->key.len, c->ro.ts_ms, 0) ||
+        es_key_tidx_prefix(&hi, c->key.data, c->key.len)) {
+        rc = nomem(err);
+        goto out;
+    }
+    {
+        od_buf succ = {0};
+        if (es_prefix_successor(&succ, hi.data, hi.len, &has)) {
+            od_buf_free(&succ);
+            rc = nomem(err);
+            goto out;
+        }
+        od_buf_free(&hi);
+        hi = succ;
+    }
+    rc = od_db_iter(es->db, c->snap, lo.data, lo.len, has ? hi.data : NULL, has ? hi.len : 0, &it, err);
+    if (rc) goto out;
+    if (od_iter_valid(it)) {
+        size_t kl;
+        const uint8_t *k = od_iter_key(it, &kl);
+        int64_t ts;
+        uint64_t s1;
+        if (es_tidx_key_decode(k, kl, NULL, &ts, &s1) == OD_OK)
+            *start = s1 >= OD_ES_TIDX_STRIDE ? s1 - OD_ES_TIDX_STRIDE : 0;
+    }
+out:
+    od_iter_free(it);
+    od_buf_free(&lo);
+    od_buf_free(&hi);
+    return rc;
+}
+
+int od_ev_cursor_open(od_eventstore *es, const void *key, size_t klen, const od_ev_read_opts *ro,
+                      od_ev_cursor **out, od_err *err)
+{
+    *out = NULL;
+    int rc = check_key(key, klen, err);
+    if (rc) return rc;
+    od_ev_cursor *c = calloc(1, sizeof *c);
+    if (!c) return nomem(err);
+    c->es = es;
+    if (ro) c->ro = *ro;
+    if (od_buf_append(&c->key, key, klen)) {
+        free(c);
+        return nomem(err);
+    }
+    rc = od_db_snapshot(es->db, &c->snap, err);
+    if (rc) goto fail;
+    es_meta m;
+    int exists;
+    rc = load_meta_db(es, c->snap, key, klen, &m, &exists, err);
+    if (rc) goto fail;
+    if (!exists) {
+        *out = c;
+        return OD_OK;
+    }
+    c->now = es_now_ms();
+    c->age = es_eff_age(&m, es->opts.retention_age_ms);
+    uint64_t first = es_visible_first(&m, es->opts.retention_count), start = first;
+    uint64_t end = m.next_seq;
+    if (c->ro.end_seq && c->ro.end_seq < end) end = c->ro.end_seq;
+    switch (c->ro.from) {
+    case OD_EV_FROM_SEQ:
+        start = c->ro.seq;
+        break;
+    case OD_EV_FROM_TAIL:
+        start = c->ro.tail_n >= m.next_seq ? 0 : m.next_seq - c->ro.tail_n;
+        break;
+    case OD_EV_FROM_TS:
+        rc = ts_start(c, &m, &start, err);
+        if (rc) goto fail;
+        break;
+    default:
+        rc = od_err_set(err, OD_BADREQ, "eventstore: unknown read start %d", (int)c->ro.from);
+        goto fail;
+    }
+    if (start < first) start = first;
+    if (start >= end) {
+        *out = c;
+        return OD_OK;
+    }
+    od_buf lo = {0}, hi = {0};
+    if (es_key_rec(&lo, key, klen, start) || es_key_rec(&hi, key, klen, end)) {
+        od_buf_free(&lo);
+        od_buf_free(&hi);
+        rc = nomem(err);
+        goto fail;
+    }
+    rc = od_db_iter(es->db, c->snap, lo.data, lo.len, hi.data, hi.len, &c->it, err);
+    od_buf_free(&lo);
+    od_buf_free(&hi);
+    if (rc) goto fail;
+    rc = cursor_settle(c, err);
+    if (rc) goto fail;
+    *out = c;
+    return OD_OK;
+fail:
+    od_ev_cursor_free(c);
+    return rc;
+}
+
+int od_ev_cursor_valid(const od_ev_cursor *c) { return c && c->valid; }
+
+void od_ev_cursor_record(const od_ev_cursor *c, od_ev_record *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!c->valid) return;
+    out->key = c->key.data;
+    out->klen = c->key.len;
+    out->seq = c->cur_seq;
+    out->ts_ms = c->cur.ts;
+    out->flags = c->cur.flags;
+    out->value = c->cur.value;
+    out->vlen = c->cur.vlen;
+    out->headers = c->cur.headers;
+    out->headers_len = c->cur.headers_len;
+    out->nheaders = c->cur.nheaders;
+}
+
+int od_ev_cursor_next(od_ev_cursor *c, od_err *err)
+{
+    if (!c->valid) return OD_OK;
+    c->returned++;
+    c->bytes += c->cur.vlen;
+    c->valid = 0;
+    int rc = od_iter_next(c->it, err);
+    if (rc) return rc;
+    return cursor_settle(c, err);
+}
+
+void od_ev_cursor_free(od_ev_cursor *c)
+{
+    if (!c) return;
+    od_iter_free(c->it);
+    if (c->snap) od_snapshot_release(c->snap);
+    od_buf_free(&c->key);
+    free(c);
+}
+
+/* ---------------------------------------------------------------- follow */
+
+int od_ev_follow(od_eventstore *es, const void *key, size_t klen, uint64_t from_seq, int64_t timeout_ms,
+                 od_err *err)
+{
+    int rc = check_key(key, klen, err);
+    if (rc) return rc;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    int64_t ns = deadline.tv_nsec + (timeout_ms > 0 ? timeout_ms : 0) % 1000 * 1000000;
+    deadline.tv_sec += (timeout_ms > 0 ? timeout_ms : 0) / 1000 + ns / 1000000000;
+    deadline.tv_nsec = ns % 1000000000;
+    for (;;) {
+        pthread_mutex_lock(&es->mu);
+        uint64_t gen = es->gen;
+        pthread_mutex_unlock(&es->mu);
+        od_ev_key_info ki;
+        if (es->opts.read_only) {
+            rc = od_ev_refresh(es, err);
+            if (rc) return rc;
+        }
+        rc = od_ev_tail(es, key, klen, &ki, err);
+        if (rc) return rc;
+        if (ki.exists && ki.next_seq > from_seq) return OD_OK;
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        if (now.tv_sec > deadline.tv_sec || (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec))
+            return od_err_set(err, OD_TIMEOUT, "eventstore: no new record within %lld ms", (long long)timeout_ms);
+        if (es->opts.read_only) {
+            /* another process writes: poll the store every 20 ms */
+            struct timespec d = {0, 20 * 1000000};
+            nanosleep(&d, NULL);
+            continue;
+        }
+        pthread_mutex_lock(&es->mu);
+        while (es->gen == gen) {
+            if (pthread_cond_timedwait(&es->cond, &es->mu, &deadline) == ETIMEDOUT) break;
+        }
+        pthread_mutex_unlock(&es->mu);
+    }
+}
+
+/* ---------------------------------------------------------------- keys */
+
+struct od_ev_keys {
+    od_eventstore *es;
+    od_snapshot *snap;
+    od_iter *it;
+    es_meta m;
+    int valid;
+};
+
+static int keys_settle(od_ev_keys *k, od_err *err)
+{
+    k->valid = 0;
+    if (!od_iter_valid(k->it)) return OD_OK;
+    size_t vl;
+    const uint8_t *v = od_iter_value(k->it, &vl);
+    if (es_meta_decode(v, vl, &k->m)) return od_err_set(err, OD_CORRUPT, "eventstore: corrupt key metadata");
+    k->valid = 1;
+    return OD_OK;
+}
+
+int od_ev_keys_open(od_eventstore *es, const void *lo, size_t lolen, const void *hi, size_t hilen,
+                    od_ev_keys **out, od_err *err)
+{
+    *out = NULL;
+    od_ev_keys *k = calloc(1, sizeof *k);
+    if (!k) return nomem(err);
+    k->es = es;
+    od_buf l = {0}, h = {0};
+    int rc = OD_OK;
+    if (od_buf_append_u8(&l, ES_NS_META) || (lolen && od_buf_append(&l, lo, lolen))) rc = nomem(err);
+    if (!rc && hi) {
+        if (od_buf_append_u8(&h, ES_NS_META) || (hilen && od_buf_append(&h, hi, hilen))) rc = nomem(err);
+    } else if (!rc) {
+        if (od_buf_append_u8(&h, ES_NS_META + 1)) rc = nomem(err);
+    }
+    if (!rc) rc = od_db_snapshot(es->db, &k->snap, err);
+    if (!rc) rc = od_db_iter(es->db, k->snap, l.data, l.len, h.data, h.len, &k->it, err);
+    od_buf_free(&l);
+    od_buf_free(&h);
+    if (!rc) rc = keys_settle(k, err);
+    if (rc) {
+        od_ev_keys_free(k);
+        return rc;
+    }
+    *out = k;
+    return OD_OK;
+}
+
+int od_ev_keys_valid(const od_ev_keys *k) { return k && k->valid; }
+
+const uint8_t *od_ev_keys_key(const od_ev_keys *k, size_t *klen)
+{
+    size_t kl;
+    const uint8_t *p = od_iter_key(k->it, &kl);
+    *klen = kl - 1;
+    return p + 1;
+}
+
+void od_ev_keys_info(const od_ev_keys *k, od_ev_key_info *out) { meta_to_info(k->es, &k->m, 1, out); }
+
+int od_ev_keys_next(od_ev_keys *k, od_err *err)
+{
+    if (!k->valid) return OD_OK;
+    int rc = od_iter_next(k->it, err);
+    if (rc) {
+        k->valid = 0;
+        return rc;
+    }
+    return keys_settle(k, err);
+}
+
+void od_ev_keys_free(od_ev_keys *k)
+{
+    if (!k) return;
+    od_iter_free(k->it);
+    if (k->snap) od_snapshot_release(k->snap);
+    free(k);
+}
+
+int od_ev_list_keys(od_eventstore *es, const void *prefix, size_t plen, const void *start_after, size_t salen,
+                    size_t limit, od_ev_key_cb cb, void *ctx, int *more_out, od_err *err)
+{
+    if (more_out) *more_out = 0;
+    od_buf lo = {0}, hi = {0};
+    int has = 0, rc = OD_OK;
+    if (plen && od_buf_append(&lo, prefix, plen)) rc = nomem(err);
+    if (!rc && es_prefix_successor(&hi, prefix, plen, &has)) rc = nomem(err);
+    /* start strictly after start_after: start_after + 0x00 is its immediate successor */
+    if (!rc && start_after && salen) {
+        int c = lo.len ? memcmp(start_after, lo.data, salen < lo.len ? salen : lo.len) : 0;
+        int after = c > 0 || (c == 0 && salen >= lo.len); /* start_after ≥ prefix */
+        if (after) {
+            od_buf_reset(&lo);
+            if (od_buf_append(&lo, start_after, salen) || od_buf_append_u8(&lo, 0)) rc = nomem(err);
+        }
+    }
+    od_ev_keys *k = NULL;
+    if (!rc) rc = od_ev_keys_open(es, lo.data, lo.len, has ? hi.data : NULL, has ? hi.len : 0, &k, err);
+    size_t got = 0;
+    while (!rc && od_ev_keys_valid(k)) {
+        if (limit && got >= limit) {
+            if (more_out) *more_out = 1;
+            break;
+        }
+        size_t kl;
+        const uint8_t *kp = od_ev_keys_key(k, &kl);
+        od_ev_key_info info;
+        od_ev_keys_info(k, &info);
+        got++;
+        if (cb && cb(ctx, kp, kl, &info)) break;
+        rc = od_ev_keys_next(k, err);
+    }
+    od_ev_keys_free(k);
+    od_buf_free(&lo);
+    od_buf_free(&hi);
+    return rc;
+}

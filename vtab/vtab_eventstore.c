@@ -1,0 +1,1864 @@
+/*
+ * vtab_eventstore.c — the `eventstore` and `eventstore_keys` virtual tables and the
+ * eventstore_last_seq() function: SQL over core/eventstore (od_eventstore.h).
+ *
+ * Usage
+ *   CREATE VIRTUAL TABLE e USING eventstore('<store uri>' [, option=value ...]);
+ *     options: retention_age_ms=N, retention_count=N, read_only=1, takeover=1,
+ *              flush_interval_ms=N, tail_cache=N  (used by whoever opens the store first in
+ *              this process; later tables on the same URI share that handle)
+ *   columns: key TEXT, seq INTEGER, ts INTEGER (unix ms), value (TEXT or BLOB as inserted),
+ *            headers TEXT (JSON object of strings, NULL when none), expected_seq HIDDEN
+ *   INSERT INTO e(key, value [, headers, ts, expected_seq]) VALUES (...)   appends
+ *   DELETE FROM e WHERE key = ? AND seq < ?                                trims the key
+ *   SELECT eventstore_last_seq()   the seq given to the last record this connection appended
+ *   SELECT eventstore_follow('<uri>', key, from_seq, timeout_ms)   long-poll: 1 when the key
+ *          has a record with seq >= from_seq, 0 after the timeout
+ *   CREATE VIRTUAL TABLE k USING eventstore_keys('<store uri>');
+ *   columns: key, first_seq, next_seq, count, bytes, last_ts, created_ts, retention_age_ms,
+ *            retention_count; DELETE removes keys, UPDATE sets the two retention columns.
+ *
+ * Transactions: INSERT and DELETE rows are buffered per table and per transaction (with
+ * savepoints) and applied in xSync as one atomic append (then the trims): durable when COMMIT
+ * returns, discarded by ROLLBACK. An expected_seq conflict fails the COMMIT (or the
+ * autocommit statement) with "eventstore: expected_seq ...", and nothing of it is appended.
+ * A non-NULL seq on INSERT is treated as the record's expected_seq.
+ *
+ * xBestIndex plan (idxNum bits, argv in ascending bit order; idxStr spells the plan so EXPLAIN
+ * QUERY PLAN shows it, e.g. "key= seq>= limit"):
+ *   P_KEY_EQ   key = ? or key IN (...) (all values at once via sqlite3_vtab_in)
+ *   P_KEY_GE/GT/LE/LT  key ranges (BINARY collation)
+ *   P_KEY_LIKE / P_KEY_GLOB  pattern: its literal prefix bounds the key range (LIKE: only the
+ *                leading part without letters, LIKE being case-insensitive); SQLite re-checks
+ *   P_SEQ_EQ/GE/GT/LE/LT, P_TS_GE/GT/LE/LT  bounds on seq and ts
+ *   P_LIMIT, P_OFFSET  applied here, only when every other term is exact (omitted) and any
+ *                ORDER BY is one we consume (else SQLite sorts after us and LIMIT must wait)
+ *   P_DESC_TAIL (no argv)  key = ? ORDER BY seq DESC LIMIT n [OFFSET m] with nothing else:
+ *                the last n + m records are read from the tail and returned newest first
+ * Terms are omitted (omit=1) when applied with SQLite's exact semantics: key with BINARY
+ * collation, integer bounds; LIKE/GLOB never. Rows come out ordered by (key, seq), which lets
+ * ORDER BY key / key, seq / seq (single key) be consumed.
+ *
+ * Why: records live in the engine's order (key, seq), so key equality/prefix and seq bounds
+ * turn into one contiguous range each; ts bounds use the store's time index.
+ * The tables read and write a store (files or network): SQLITE_VTAB_DIRECTONLY.
+ */
+#include <sqlite3ext.h>
+SQLITE_EXTENSION_INIT3
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/eventstore/od_eventstore.h"
+#include "od_vtab.h"
+
+#define KIND "eventstore"
+
+/* ---------------------------------------------------------------- per-connection state */
+
+typedef struct es_conn {
+    int refs;            /* the module (x2) and the function hold references */
+    int has_last;
+    sqlite3_int64 last_seq;
+} es_conn;
+
+static void conn_unref(void *p)
+{
+    es_conn *c = p;
+    if (c && --c->refs == 0) sqlite3_free(c);
+}
+
+/* ---------------------------------------------------------------- shared handle */
+
+typedef struct open_ctx {
+    od_ev_options o;
+    od_db_options dbo;
+} open_ctx;
+
+static int open_store(const char *uri, void *ctx, void **handle, od_err *err)
+{
+    open_ctx *oc = ctx;
+    od_eventstore *es;
+    oc->o.db = &oc->dbo;
+    int rc = od_ev_open(uri, &oc->o, &es, err);
+    if (rc) return rc;
+    *handle = es;
+    return OD_OK;
+}
+
+static void close_store(void *h) { od_ev_close(h, NULL); }
+
+static char *unquote(const char *s)
+{
+    size_t n = strlen(s);
+    while (n && (*s == ' ' || *s == '\t')) { s++; n--; }
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    char *out = sqlite3_malloc64(n + 1);
+    if (!out) return NULL;
+    if (n >= 2 && (s[0] == '\'' || s[0] == '"') && s[n - 1] == s[0]) {
+        size_t o = 0;
+        for (size_t i = 1; i + 1 < n; i++) {
+            out[o++] = s[i];
+            if (s[i] == s[0] && i + 2 < n && s[i + 1] == s[0]) i++;
+        }
+        out[o] = 0;
+    } else {
+        memcpy(out, s, n);
+        out[n] = 0;
+    }
+    return out;
+}
+
+static int parse_i64(const char *v, sqlite3_int64 *out)
+{
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || x < 0) return 0;
+    *out = x;
+    return 1;
+}
+
+/* Parse arguments and acquire the shared handle. */
+static int acquire(int argc, const char *const *argv, const char *module, char **uri_out, od_eventstore **es,
+                   char **pzErr)
+{
+    if (argc < 4) {
+        *pzErr = sqlite3_mprintf("%s: missing store URI, use %s('<uri>')", module, module);
+        return SQLITE_ERROR;
+    }
+    char *uri = unquote(argv[3]);
+    if (!uri) return SQLITE_NOMEM;
+    if (!*uri) {
+        sqlite3_free(uri);
+        *pzErr = sqlite3_mprintf("%s: the store URI is empty", module);
+        return SQLITE_ERROR;
+    }
+    open_ctx oc;
+    od_ev_options_init(&oc.o);
+    od_db_options_init(&oc.dbo);
+    for (int i = 4; i < argc; i++) {
+        char *a = unquote(argv[i]);
+        if (!a) {
+            sqlite3_free(uri);
+            return SQLITE_NOMEM;
+        }
+        char *eq = strchr(a, '=');
+        sqlite3_int64 v = 0;
+        int ok = 0;
+        if (eq) {
+            *eq = 0;
+            char *name = a, *val = eq + 1;
+            while (*val == ' ') val++;
+            for (char *p = eq - 1; p >= name && *p == ' '; p--) *p = 0;
+            char *vq = unquote(val);
+            ok = vq && parse_i64(vq, &v);
+            sqlite3_free(vq);
+            if (ok) {
+                if (!strcmp(name, "retention_age_ms")) oc.o.retention_age_ms = v;
+                else if (!strcmp(name, "retention_count")) oc.o.retention_count = (uint64_t)v;
+                else if (!strcmp(name, "read_only")) oc.o.read_only = v != 0;
+                else if (!strcmp(name, "takeover")) oc.o.takeover = v != 0;
+                else if (!strcmp(name, "flush_interval_ms")) oc.dbo.flush_interval_ms = (uint32_t)v;
+                else if (!strcmp(name, "tail_cache")) oc.o.tail_cache_entries = (size_t)v;
+                else ok = 0;
+            }
+        }
+        if (!ok) {
+            *pzErr = sqlite3_mprintf("%s: bad option \"%s\" (expected retention_age_ms=N, retention_count=N, "
+                                     "read_only=0|1, takeover=0|1, flush_interval_ms=N or tail_cache=N)",
+                                     module, argv[i]);
+            sqlite3_free(a);
+            sqlite3_free(uri);
+            return SQLITE_ERROR;
+        }
+        sqlite3_free(a);
+    }
+    od_err err = {0};
+    void *h = NULL;
+    int rc = od_vtab_handle_acquire(KIND, uri, open_store, &oc, close_store, &h, &err);
+    if (rc) {
+        *pzErr = sqlite3_mprintf("%s: %s", module, err.msg);
+        sqlite3_free(uri);
+        return SQLITE_ERROR;
+    }
+    *es = h;
+    *uri_out = uri;
+    return SQLITE_OK;
+}
+
+/* ---------------------------------------------------------------- plan bits */
+
+enum {
+    P_KEY_EQ = 1 << 0,
+    P_KEY_GE = 1 << 1,
+    P_KEY_GT = 1 << 2,
+    P_KEY_LE = 1 << 3,
+    P_KEY_LT = 1 << 4,
+    P_KEY_LIKE = 1 << 5,
+    P_KEY_GLOB = 1 << 6,
+    P_SEQ_EQ = 1 << 7,
+    P_SEQ_GE = 1 << 8,
+    P_SEQ_GT = 1 << 9,
+    P_SEQ_LE = 1 << 10,
+    P_SEQ_LT = 1 << 11,
+    P_TS_GE = 1 << 12,
+    P_TS_GT = 1 << 13,
+    P_TS_LE = 1 << 14,
+    P_TS_LT = 1 << 15,
+    P_LIMIT = 1 << 16,
+    P_OFFSET = 1 << 17,
+    P_NBITS = 18,           /* bits above carry no argv */
+    P_DESC_TAIL = 1 << 18   /* key = ? ORDER BY seq DESC LIMIT n: read n back from the tail, emit reversed */
+};
+static const char *const P_NAMES[P_NBITS] = {"key=",  "key>=", "key>",  "key<=", "key<",  "key-like",
+                                             "key-glob", "seq=", "seq>=", "seq>",  "seq<=", "seq<",
+                                             "ts>=",  "ts>",   "ts<=",  "ts<",   "limit", "offset"};
+
+static int bit_for(int col, int op, int col_key, int col_seq, int col_ts)
+{
+    if (col == col_key) {
+        switch (op) {
+        case SQLITE_INDEX_CONSTRAINT_EQ: return P_KEY_EQ;
+        case SQLITE_INDEX_CONSTRAINT_GE: return P_KEY_GE;
+        case SQLITE_INDEX_CONSTRAINT_GT: return P_KEY_GT;
+        case SQLITE_INDEX_CONSTRAINT_LE: return P_KEY_LE;
+        case SQLITE_INDEX_CONSTRAINT_LT: return P_KEY_LT;
+        case SQLITE_INDEX_CONSTRAINT_LIKE: return P_KEY_LIKE;
+        case SQLITE_INDEX_CONSTRAINT_GLOB: return P_KEY_GLOB;
+        }
+    } else if (col == col_seq && col_seq >= 0) {
+        switch (op) {
+        case SQLITE_INDEX_CONSTRAINT_EQ: return P_SEQ_EQ;
+        case SQLITE_INDEX_CONSTRAINT_GE: return P_SEQ_GE;
+        case SQLITE_INDEX_CONSTRAINT_GT: return P_SEQ_GT;
+        case SQLITE_INDEX_CONSTRAINT_LE: return P_SEQ_LE;
+        case SQLITE_INDEX_CONSTRAINT_LT: return P_SEQ_LT;
+        }
+    } else if (col == col_ts && col_ts >= 0) {
+        switch (op) {
+        case SQLITE_INDEX_CONSTRAINT_GE: return P_TS_GE;
+        case SQLITE_INDEX_CONSTRAINT_GT: return P_TS_GT;
+        case SQLITE_INDEX_CONSTRAINT_LE: return P_TS_LE;
+        case SQLITE_INDEX_CONSTRAINT_LT: return P_TS_LT;
+        }
+    } else if (col < 0 || col > 100) {
+        /* LIMIT/OFFSET have iColumn set to -1 / arbitrary; matched by op below */
+    }
+    if (op == SQLITE_INDEX_CONSTRAINT_LIMIT) return P_LIMIT;
+    if (op == SQLITE_INDEX_CONSTRAINT_OFFSET) return P_OFFSET;
+    return 0;
+}
+
+/* Shared by both modules: choose constraints, assign argv in bit order, build idxStr. */
+static int best_index(sqlite3_vtab *vt, sqlite3_index_info *info, int col_key, int col_seq, int col_ts,
+                      int ordered_seq)
+{
+    int cidx[P_NBITS];
+    for (int b = 0; b < P_NBITS; b++) cidx[b] = -1;
+    int inexact = 0, unhandled = 0;
+    for (int i = 0; i < info->nConstraint; i++) {
+        const struct sqlite3_index_constraint *c = &info->aConstraint[i];
+        if (!c->usable) continue;
+        int bit = bit_for(c->iColumn, c->op, col_key, col_seq, col_ts);
+        if (!bit) {
+            unhandled = 1;
+            continue;
+        }
+        int b = __builtin_ctz((unsigned)bit);
+        if (cidx[b] >= 0) { /* a second term of the same kind: SQLite checks it */
+            unhandled = 1;
+            continue;
+        }
+        cidx[b] = i;
+    }
+    /* unusable constraints also mean SQLite will check terms we never saw */
+    for (int i = 0; i < info->nConstraint; i++)
+        if (!info->aConstraint[i].usable) unhandled = 1;
+    int idxNum = 0, argv = 1;
+    char plan[256] = "";
+    size_t pl = 0;
+    for (int b = 0; b < P_NBITS; b++) {
+        if (cidx[b] < 0) continue;
+        int bit = 1 << b;
+        if ((bit == P_LIMIT || bit == P_OFFSET)) continue; /* decided below */
+        int i = cidx[b];
+        idxNum |= bit;
+        info->aConstraintUsage[i].argvIndex = argv++;
+        int exact = bit != P_KEY_LIKE && bit != P_KEY_GLOB;
+        if (exact && bit <= P_KEY_LT) {
+            const char *coll = sqlite3_vtab_collation(info, i);
+            if (coll && sqlite3_stricmp(coll, "BINARY") != 0) exact = 0;
+        }
+        if (bit == P_KEY_EQ) sqlite3_vtab_in(info, i, 1);
+        info->aConstraintUsage[i].omit = exact;
+        if (!exact) inexact = 1;
+        pl += (size_t)snprintf(plan + pl, sizeof plan - pl, "%s%s", pl ? " " : "", P_NAMES[b]);
+    }
+    /* output order: (key, seq) ascending — unless SQLite itself feeds key values one by one */
+    int consumed = info->nOrderBy > 0 && (cidx[0] < 0 || info->aConstraintUsage[cidx[0]].omit);
+    for (int i = 0; i < info->nOrderBy && consumed; i++) {
+        const struct sqlite3_index_orderby *o = &info->aOrderBy[i];
+        if (o->desc) consumed = 0;
+        else if (i == 0 && o->iColumn == col_key) continue;
+        else if (i == 1 && o->iColumn == col_seq && col_seq >= 0 && info->aOrderBy[0].iColumn == col_key) continue;
+        else if (i == 0 && ordered_seq && o->iColumn == col_seq && col_seq >= 0 && cidx[0] >= 0 &&
+                 !(sqlite3_vtab_in(info, cidx[0], -1)))
+            continue;
+        else consumed = 0;
+    }
+    /* "the last N records of one key": key = ? ORDER BY seq DESC LIMIT N [OFFSET M] and nothing
+     * else — we read N + M back from the tail and return them newest first */
+    if (ordered_seq && !consumed && info->nOrderBy == 1 && info->aOrderBy[0].desc &&
+        info->aOrderBy[0].iColumn == col_seq && idxNum == P_KEY_EQ && cidx[16] >= 0 && !inexact && !unhandled &&
+        info->aConstraintUsage[cidx[0]].omit && !sqlite3_vtab_in(info, cidx[0], -1)) {
+        consumed = 1;
+        idxNum |= P_DESC_TAIL;
+        pl += (size_t)snprintf(plan + pl, sizeof plan - pl, "%sdesc-tail", pl ? " " : "");
+    }
+    /* an IN list (values handled all at once) still comes out sorted: we sort it */
+    info->orderByConsumed = consumed;
+    /* LIMIT/OFFSET only when every WHERE term is applied exactly here, and the rows we produce
+     * are the final order (no ORDER BY, or one we consume): else SQLite sorts after us */
+    if (!inexact && !unhandled && (info->nOrderBy == 0 || consumed)) {
+        for (int b = 16; b < 18; b++) {
+            if (cidx[b] < 0) continue;
+            int i = cidx[b];
+            idxNum |= 1 << b;
+            info->aConstraintUsage[i].argvIndex = argv++;
+            info->aConstraintUsage[i].omit = 1;
+            pl += (size_t)snprintf(plan + pl, sizeof plan - pl, "%s%s", pl ? " " : "", P_NAMES[b]);
+        }
+    }
+    double cost = 1e9, rows = 1e6;
+    if (idxNum & P_KEY_EQ) {
+        cost = 100;
+        rows = 1000;
+    } else if (idxNum & (P_KEY_GE | P_KEY_GT | P_KEY_LT | P_KEY_LE | P_KEY_GLOB | P_KEY_LIKE)) {
+        cost = 1e6;
+        rows = 1e5;
+    }
+    if (idxNum & (P_SEQ_EQ | P_SEQ_GE | P_SEQ_GT | P_SEQ_LE | P_SEQ_LT | P_TS_GE | P_TS_GT | P_TS_LE | P_TS_LT)) {
+        cost /= 4;
+        rows /= 4;
+    }
+    if (idxNum & P_SEQ_EQ && idxNum & P_KEY_EQ) {
+        cost = 10;
+        rows = 1;
+    }
+    info->estimatedCost = cost;
+    info->estimatedRows = (sqlite3_int64)rows;
+    info->idxNum = idxNum;
+    if (pl) {
+        info->idxStr = sqlite3_mprintf("%s", plan);
+        if (!info->idxStr) return SQLITE_NOMEM;
+        info->needToFreeIdxStr = 1;
+    }
+    (void)vt;
+    return SQLITE_OK;
+}
+
+/* ---------------------------------------------------------------- key bounds from argv */
+
+typedef struct keybuf {
+    unsigned char *p;
+    size_t n;
+} keybuf;
+
+typedef struct scan_bounds {
+    int none;                 /* a bound that nothing satisfies (e.g. key = NULL) */
+    keybuf *eq;               /* sorted, distinct */
+    size_t neq;
+    int has_lo, lo_incl, has_hi, hi_incl;
+    unsigned char *lo, *hi;
+    size_t lolen, hilen;
+    uint64_t seq_lo, seq_hi;  /* [seq_lo, seq_hi) ; seq_hi 0 = none */
+    int has_seq_hi;
+    int64_t ts_lo, ts_hi;     /* [ts_lo, ts_hi) */
+    int has_ts_lo, has_ts_hi;
+    sqlite3_int64 limit, offset; /* limit < 0 = none */
+} scan_bounds;
+
+static void bounds_free(scan_bounds *b)
+{
+    for (size_t i = 0; i < b->neq; i++) sqlite3_free(b->eq[i].p);
+    sqlite3_free(b->eq);
+    sqlite3_free(b->lo);
+    sqlite3_free(b->hi);
+    memset(b, 0, sizeof *b);
+}
+
+static int kb_cmp(const void *a, const void *b)
+{
+    const keybuf *x = a, *y = b;
+    int c = memcmp(x->p, y->p, x->n < y->n ? x->n : y->n);
+    return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+/* Text value of a key constraint: TEXT as is, numbers in their text form (TEXT affinity);
+ * returns 0 for NULL and BLOB (a TEXT key never equals them). */
+static int key_text(sqlite3_value *v, const unsigned char **p, size_t *n)
+{
+    int t = sqlite3_value_type(v);
+    if (t == SQLITE_NULL || t == SQLITE_BLOB) return 0;
+    *p = sqlite3_value_text(v);
+    *n = (size_t)sqlite3_value_bytes(v);
+    return *p != NULL;
+}
+
+static int set_bound(unsigned char **dst, size_t *dlen, const void *p, size_t n)
+{
+    sqlite3_free(*dst);
+    *dst = sqlite3_malloc64(n + 1);
+    if (!*dst) return SQLITE_NOMEM;
+    if (n) memcpy(*dst, p, n);
+    *dlen = n;
+    return SQLITE_OK;
+}
+
+static int bcmp_(const void *a, size_t an, const void *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+    return c ? c : (an > bn) - (an < bn);
+}
+
+/* Tighten the lower key bound to [p, n) inclusive/exclusive. */
+static int lower_key(scan_bounds *b, const void *p, size_t n, int incl)
+{
+    if (b->has_lo) {
+        int c = bcmp_(p, n, b->lo, b->lolen);
+        if (c < 0 || (c == 0 && (incl || !b->lo_incl))) return SQLITE_OK;
+    }
+    b->has_lo = 1;
+    b->lo_incl = incl;
+    return set_bound(&b->lo, &b->lolen, p, n);
+}
+
+static int upper_key(scan_bounds *b, const void *p, size_t n, int incl)
+{
+    if (b->has_hi) {
+        int c = bcmp_(p, n, b->hi, b->hilen);
+        if (c > 0 || (c == 0 && (incl || !b->hi_incl))) return SQLITE_OK;
+    }
+    b->has_hi = 1;
+    b->hi_incl = incl;
+    return set_bound(&b->hi, &b->hilen, p, n);
+}
+
+/* Prefix [p, n) → key range [p, successor(p)). */
+static int prefix_range(scan_bounds *b, const unsigned char *p, size_t n)
+{
+    if (n == 0) return SQLITE_OK;
+    int rc = lower_key(b, p, n, 1);
+    if (rc) return rc;
+    size_t m = n;
+    while (m > 0 && p[m - 1] == 0xFF) m--;
+    if (m == 0) return SQLITE_OK;
+    unsigned char *s = sqlite3_malloc64(m);
+    if (!s) return SQLITE_NOMEM;
+    memcpy(s, p, m);
+    s[m - 1]++;
+    rc = upper_key(b, s, m, 0);
+    sqlite3_free(s);
+    return rc;
+}
+
+/* Literal prefix of a GLOB (stops at * ? [) or LIKE (stops at % _, and at the first ASCII
+ * letter since LIKE is case-insensitive; ESCAPE is not offered to xBestIndex). */
+static size_t pattern_prefix(const unsigned char *pat, size_t n, int like)
+{
+    size_t i = 0;
+    for (; i < n; i++) {
+        unsigned char ch = pat[i];
+        if (like) {
+            if (ch == '%' || ch == '_') break;
+            if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z')) break;
+            if (ch >= 0x80) break; /* non-ASCII case folding is not done by LIKE, but be safe */
+        } else if (ch == '*' || ch == '?' || ch == '[') {
+            break;
+        }
+    }
+    return i;
+}
+
+/* Integer bound from a seq/ts constraint value under SQLite's ordering: NULL matches nothing;
+ * numbers (and numeric text) compare as numbers; other text and blobs sort after every
+ * number. Returns: 0 = use *out, 1 = nothing matches, 2 = everything matches. `op` is the
+ * comparison column OP value. Produces an inclusive lower bound (for GE/GT/EQ) or an
+ * exclusive upper bound (for LT/LE). */
+static int int_bound(sqlite3_value *v, int is_lower, int strict, int64_t *out)
+{
+    int t = sqlite3_value_numeric_type(v);
+    if (t == SQLITE_NULL) return 1;
+    if (t == SQLITE_TEXT || t == SQLITE_BLOB) return is_lower ? 1 : 2;
+    double d = sqlite3_value_double(v);
+    sqlite3_int64 i = sqlite3_value_int64(v);
+    if (t == SQLITE_FLOAT) {
+        if (d != d) return 1;
+        if (d > 9.2e18) return is_lower ? 1 : 2;
+        if (d < -9.2e18) return is_lower ? 2 : 1;
+        if (is_lower) { /* x >= d → x >= ceil(d);  x > d → x >= floor(d)+1 */
+            i = strict ? (sqlite3_int64)floor(d) + 1 : (sqlite3_int64)ceil(d);
+        } else { /* x < d → x < ceil(d);  x <= d → x < floor(d)+1 */
+            i = strict ? (sqlite3_int64)ceil(d) : (sqlite3_int64)floor(d) + 1;
+        }
+        *out = i;
+        return 0;
+    }
+    if (is_lower) {
+        if (strict) {
+            if (i == INT64_MAX) return 1;
+            i++;
+        }
+    } else if (!strict) {
+        if (i == INT64_MAX) return 2;
+        i++;
+    }
+    *out = i;
+    return 0;
+}
+
+static int read_bounds(int idxNum, int argc, sqlite3_value **argv, scan_bounds *b)
+{
+    memset(b, 0, sizeof *b);
+    b->limit = -1;
+    b->ts_lo = INT64_MIN;
+    int a = 0, rc = SQLITE_OK;
+    for (int bit = 0; bit < P_NBITS && !rc; bit++) {
+        if (!(idxNum & (1 << bit))) continue;
+        if (a >= argc) return SQLITE_ERROR;
+        sqlite3_value *v = argv[a++];
+        int f = 1 << bit;
+        const unsigned char *p;
+        size_t n;
+        int64_t x;
+        int r;
+        switch (f) {
+        case P_KEY_EQ: {
+            sqlite3_value *e = NULL;
+            int isin = sqlite3_vtab_in_first(v, &e) == SQLITE_OK;
+            size_t cap = 0;
+            if (!isin) e = v;
+            while (e) {
+                if (key_text(e, &p, &n)) {
+                    if (b->neq == cap) {
+                        cap = cap ? 2 * cap : 4;
+                        keybuf *nk = sqlite3_realloc64(b->eq, cap * sizeof *nk);
+                        if (!nk) return SQLITE_NOMEM;
+                        b->eq = nk;
+                    }
+                    b->eq[b->neq].p = sqlite3_malloc64(n + 1);
+                    if (!b->eq[b->neq].p) return SQLITE_NOMEM;
+                    if (n) memcpy(b->eq[b->neq].p, p, n);
+                    b->eq[b->neq++].n = n;
+                }
+                if (!isin) break;
+                rc = sqlite3_vtab_in_next(v, &e);
+                if (rc == SQLITE_DONE) {
+                    rc = SQLITE_OK;
+                    break;
+                }
+                if (rc) return rc;
+            }
+            if (b->neq == 0) b->none = 1;
+            if (b->neq > 1) qsort(b->eq, b->neq, sizeof *b->eq, kb_cmp);
+            size_t o = 0;
+            for (size_t i = 0; i < b->neq; i++) {
+                if (o && kb_cmp(&b->eq[o - 1], &b->eq[i]) == 0) {
+                    sqlite3_free(b->eq[i].p);
+                    continue;
+                }
+                b->eq[o++] = b->eq[i];
+            }
+            b->neq = o;
+            break;
+        }
+        case P_KEY_GE: case P_KEY_GT:
+            r = sqlite3_value_type(v);
+            if (r == SQLITE_NULL || r == SQLITE_BLOB) b->none = 1;
+            else if (r == SQLITE_TEXT && key_text(v, &p, &n)) rc = lower_key(b, p, n, f == P_KEY_GE);
+            /* a number: every TEXT key is greater */
+            break;
+        case P_KEY_LE: case P_KEY_LT:
+            r = sqlite3_value_type(v);
+            if (r == SQLITE_NULL || r == SQLITE_INTEGER || r == SQLITE_FLOAT) b->none = 1;
+            else if (r == SQLITE_TEXT && key_text(v, &p, &n)) rc = upper_key(b, p, n, f == P_KEY_LE);
+            /* a blob: every TEXT key is smaller */
+            break;
+        case P_KEY_LIKE: case P_KEY_GLOB:
+            if (sqlite3_value_type(v) == SQLITE_TEXT) {
+                p = sqlite3_value_text(v);
+                n = (size_t)sqlite3_value_bytes(v);
+                rc = prefix_range(b, p, pattern_prefix(p, n, f == P_KEY_LIKE));
+            }
+            break;
+        case P_SEQ_EQ:
+            r = int_bound(v, 1, 0, &x);
+            if (r == 1 || (r == 0 && x < 0)) b->none = 1;
+            else if (r == 0) {
+                int64_t y;
+                if (int_bound(v, 0, 0, &y) != 0 || y != x + 1) b->none = 1; /* 2.5 */
+                if ((uint64_t)x > b->seq_lo) b->seq_lo = (uint64_t)x;
+                if (!b->has_seq_hi || (uint64_t)x + 1 < b->seq_hi) b->seq_hi = (uint64_t)x + 1;
+                b->has_seq_hi = 1;
+            }
+            break;
+        case P_SEQ_GE: case P_SEQ_GT:
+            r = int_bound(v, 1, f == P_SEQ_GT, &x);
+            if (r == 1) b->none = 1;
+            else if (r == 0 && x > 0 && (uint64_t)x > b->seq_lo) b->seq_lo = (uint64_t)x;
+            break;
+        case P_SEQ_LE: case P_SEQ_LT:
+            r = int_bound(v, 0, f == P_SEQ_LT, &x);
+            if (r == 1 || (r == 0 && x <= 0)) b->none = 1;
+            else if (r == 0 && (!b->has_seq_hi || (uint64_t)x < b->seq_hi)) {
+                b->seq_hi = (uint64_t)x;
+                b->has_seq_hi = 1;
+            }
+            break;
+        case P_TS_GE: case P_TS_GT:
+            r = int_bound(v, 1, f == P_TS_GT, &x);
+            if (r == 1) b->none = 1;
+            else if (r == 0 && x > b->ts_lo) {
+                b->ts_lo = x;
+                b->has_ts_lo = 1;
+            }
+            break;
+        case P_TS_LE: case P_TS_LT:
+            r = int_bound(v, 0, f == P_TS_LT, &x);
+            if (r == 1) b->none = 1;
+            else if (r == 0 && (!b->has_ts_hi || x < b->ts_hi)) {
+                b->ts_hi = x;
+                b->has_ts_hi = 1;
+            }
+            break;
+        case P_LIMIT:
+            b->limit = sqlite3_value_int64(v);
+            if (b->limit < 0) b->limit = -1;
+            break;
+        case P_OFFSET:
+            b->offset = sqlite3_value_int64(v);
+            if (b->offset < 0) b->offset = 0;
+            break;
+        }
+    }
+    if (b->has_seq_hi && b->seq_hi <= b->seq_lo) b->none = 1;
+    if (b->has_ts_hi && b->has_ts_lo && b->ts_hi <= b->ts_lo) b->none = 1;
+    if (b->limit == 0) b->none = 1;
+    return rc;
+}
+
+static int key_in_range(const scan_bounds *b, const void *k, size_t n)
+{
+    if (b->has_lo) {
+        int c = bcmp_(k, n, b->lo, b->lolen);
+        if (c < 0 || (c == 0 && !b->lo_incl)) return 0;
+    }
+    if (b->has_hi) {
+        int c = bcmp_(k, n, b->hi, b->hilen);
+        if (c > 0 || (c == 0 && !b->hi_incl)) return 0;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------- the eventstore table */
+
+enum { C_KEY = 0, C_SEQ, C_TS, C_VALUE, C_HEADERS, C_EXPECTED };
+enum { F_TEXT = 1, F_NULL = 2 }; /* record flags used by SQL */
+
+typedef struct pend_rec {
+    unsigned char *key;
+    size_t klen;
+    unsigned char *val;
+    size_t vlen;
+    od_ev_header *h;
+    size_t nh;
+    char *hjson;   /* owns the header bytes (cJSON strings copied here) */
+    int64_t ts;
+    int64_t expected;
+    uint8_t flags;
+} pend_rec;
+
+typedef struct pend_trim {
+    unsigned char *key;
+    size_t klen;
+    uint64_t first;     /* first visible seq when the first delete came */
+    uint64_t next_del;  /* the seq the next delete must name */
+} pend_trim;
+
+typedef struct ev_vtab {
+    sqlite3_vtab base;
+    sqlite3 *db;
+    es_conn *conn;
+    od_eventstore *es;
+    char *uri;
+    pend_rec *recs;
+    size_t nrecs, caprecs;
+    pend_trim *trims;
+    size_t ntrims, captrims;
+    int *sp_recs;            /* savepoint i → nrecs at its start */
+    int *sp_trims;
+    int nsp;
+    keybuf *rowkeys;         /* rowid >> 40 → key (for DELETE) */
+    size_t nrowkeys, caprowkeys;
+} ev_vtab;
+
+#define ROWID_SEQ_BITS 40
+
+static void pend_rec_free(pend_rec *r)
+{
+    sqlite3_free(r->key);
+    sqlite3_free(r->val);
+    sqlite3_free(r->h);
+    sqlite3_free(r->hjson);
+}
+
+static void pending_clear(ev_vtab *v, size_t nrecs, size_t ntrims)
+{
+    while (v->nrecs > nrecs) pend_rec_free(&v->recs[--v->nrecs]);
+    while (v->ntrims > ntrims) sqlite3_free(v->trims[--v->ntrims].key);
+}
+
+static void rowkeys_clear(ev_vtab *v)
+{
+    for (size_t i = 0; i < v->nrowkeys; i++) sqlite3_free(v->rowkeys[i].p);
+    v->nrowkeys = 0;
+}
+
+static int ev_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **out, char **pzErr)
+{
+    ev_vtab *v = sqlite3_malloc(sizeof *v);
+    if (!v) return SQLITE_NOMEM;
+    memset(v, 0, sizeof *v);
+    int rc = acquire(argc, argv, "eventstore", &v->uri, &v->es, pzErr);
+    if (rc) {
+        sqlite3_free(v);
+        return rc;
+    }
+    rc = sqlite3_declare_vtab(db, "CREATE TABLE x(key TEXT, seq INTEGER, ts INTEGER, value, headers TEXT, "
+                                  "expected_seq HIDDEN)");
+    if (rc) {
+        od_vtab_handle_release(v->es);
+        sqlite3_free(v->uri);
+        sqlite3_free(v);
+        return rc;
+    }
+    sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
+    v->db = db;
+    v->conn = aux;
+    v->conn->refs++;
+    *out = &v->base;
+    return SQLITE_OK;
+}
+
+static int ev_disconnect(sqlite3_vtab *vt)
+{
+    ev_vtab *v = (ev_vtab *)vt;
+    pending_clear(v, 0, 0);
+    rowkeys_clear(v);
+    sqlite3_free(v->recs);
+    sqlite3_free(v->trims);
+    sqlite3_free(v->sp_recs);
+    sqlite3_free(v->sp_trims);
+    sqlite3_free(v->rowkeys);
+    od_vtab_handle_release(v->es);
+    conn_unref(v->conn);
+    sqlite3_free(v->uri);
+    sqlite3_free(v);
+    return SQLITE_OK;
+}
+
+static int ev_best_index(sqlite3_vtab *vt, sqlite3_index_info *info)
+{
+    return best_index(vt, info, C_KEY, C_SEQ, C_TS, 1);
+}
+
+typedef struct ev_cursor {
+    sqlite3_vtab_cursor base;
+    scan_bounds b;
+    od_ev_keys *keys;      /* when scanning key ranges */
+    size_t eqi;            /* when iterating the key list */
+    od_ev_cursor *rc;      /* records of the current key */
+    od_ev_record rec;
+    int eof;
+    sqlite3_int64 emitted, skipped;
+    od_ev_record *desc;    /* P_DESC_TAIL: copies of the tail records, oldest first */
+    uint8_t **desc_mem;
+    long ndesc, di;
+} ev_cursor;
+
+static int ev_open(sqlite3_vtab *vt, sqlite3_vtab_cursor **out)
+{
+    ev_cursor *c = sqlite3_malloc(sizeof *c);
+    if (!c) return SQLITE_NOMEM;
+    memset(c, 0, sizeof *c);
+    *out = &c->base;
+    (void)vt;
+    return SQLITE_OK;
+}
+
+static void desc_free(ev_cursor *c)
+{
+    for (long i = 0; i < c->ndesc; i++) sqlite3_free(c->desc_mem[i]);
+    sqlite3_free(c->desc);
+    sqlite3_free(c->desc_mem);
+    c->desc = NULL;
+    c->desc_mem = NULL;
+    c->ndesc = 0;
+}
+
+static void ev_reset(ev_cursor *c)
+{
+    desc_free(c);
+    od_ev_cursor_free(c->rc);
+    c->rc = NULL;
+    od_ev_keys_free(c->keys);
+    c->keys = NULL;
+    bounds_free(&c->b);
+    c->eof = 1;
+    c->eqi = 0;
+    c->emitted = c->skipped = 0;
+}
+
+static int ev_close(sqlite3_vtab_cursor *cur)
+{
+    ev_cursor *c = (ev_cursor *)cur;
+    ev_reset(c);
+    sqlite3_free(c);
+    return SQLITE_OK;
+}
+
+static int set_od_err(sqlite3_vtab *vt, const od_err *e, const char *what)
+{
+    sqlite3_free(vt->zErrMsg);
+    vt->zErrMsg = sqlite3_mprintf("%s%s", what, e->msg[0] ? e->msg : od_code_name(e->code));
+    if (e->code == OD_CONFLICT) return SQLITE_CONSTRAINT;
+    if (e->code == OD_NOMEM) return SQLITE_NOMEM;
+    if (e->code == OD_BUSY) return SQLITE_BUSY;
+    return SQLITE_ERROR;
+}
+
+/* Open the record cursor for the key [k, n). */
+static int open_key(ev_cursor *c, ev_vtab *v, const void *k, size_t n, od_err *err)
+{
+    od_ev_cursor_free(c->rc);
+    c->rc = NULL;
+    od_ev_read_opts ro = {0};
+    if (c->b.seq_lo || !c->b.has_ts_lo) {
+        ro.from = OD_EV_FROM_SEQ;
+        ro.seq = c->b.seq_lo;
+    } else {
+        ro.from = OD_EV_FROM_TS;
+        ro.ts_ms = c->b.ts_lo;
+    }
+    if (c->b.has_seq_hi) ro.end_seq = c->b.seq_hi;
+    if (c->b.has_ts_hi && c->b.ts_hi > 0) ro.end_ts_ms = c->b.ts_hi;
+    return od_ev_cursor_open(v->es, k, n, &ro, &c->rc, err);
+}
+
+/* Is the current record inside every bound (the engine applied most already)? */
+static int rec_ok(const ev_cursor *c)
+{
+    const od_ev_record *r = &c->rec;
+    if (r->seq < c->b.seq_lo) return 0;
+    if (c->b.has_seq_hi && r->seq >= c->b.seq_hi) return 0;
+    if (c->b.has_ts_lo && r->ts_ms < c->b.ts_lo) return 0;
+    if (c->b.has_ts_hi && r->ts_ms >= c->b.ts_hi) return 0;
+    return 1;
+}
+
+/* Advance to the next key that has a matching record, or eof. The record cursor, if open
+ * and valid, is checked first. */
+static int settle(ev_cursor *c, ev_vtab *v)
+{
+    od_err err = {0};
+    int rc;
+    for (;;) {
+        while (c->rc && od_ev_cursor_valid(c->rc)) {
+            od_ev_cursor_record(c->rc, &c->rec);
+            if (c->b.has_ts_hi && c->rec.ts_ms >= c->b.ts_hi) break;
+            if (rec_ok(c)) {
+                if (c->skipped < c->b.offset) {
+                    c->skipped++;
+                } else {
+                    if (c->b.limit >= 0 && c->emitted >= c->b.limit) {
+                        c->eof = 1;
+                        return SQLITE_OK;
+                    }
+                    c->eof = 0;
+                    return SQLITE_OK;
+                }
+            }
+            rc = od_ev_cursor_next(c->rc, &err);
+            if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+        }
+        /* next key */
+        if (c->b.neq) {
+            if (c->eqi >= c->b.neq) break;
+            keybuf *k = &c->b.eq[c->eqi++];
+            if (!key_in_range(&c->b, k->p, k->n)) continue;
+            if (k->n == 0 || k->n > OD_EV_KEY_MAX) continue;
+            rc = open_key(c, v, k->p, k->n, &err);
+        } else {
+            if (!c->keys) break;
+            if (c->rc) { /* the previous key is done */
+                rc = od_ev_keys_next(c->keys, &err);
+                if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+            }
+            while (od_ev_keys_valid(c->keys)) {
+                size_t kl;
+                const uint8_t *kp = od_ev_keys_key(c->keys, &kl);
+                if (key_in_range(&c->b, kp, kl)) break;
+                if (c->b.has_hi && !key_in_range(&c->b, kp, kl) && bcmp_(kp, kl, c->b.hi, c->b.hilen) > 0) {
+                    c->eof = 1;
+                    return SQLITE_OK;
+                }
+                rc = od_ev_keys_next(c->keys, &err);
+                if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+            }
+            if (!od_ev_keys_valid(c->keys)) break;
+            size_t kl;
+            const uint8_t *kp = od_ev_keys_key(c->keys, &kl);
+            rc = open_key(c, v, kp, kl, &err);
+        }
+        if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+    }
+    c->eof = 1;
+    return SQLITE_OK;
+}
+
+/* P_DESC_TAIL: copy the last limit + offset records of the one key, emit them newest first. */
+static int desc_tail_fill(ev_cursor *c, ev_vtab *v)
+{
+    if (c->b.neq != 1 || c->b.eq[0].n == 0 || c->b.eq[0].n > OD_EV_KEY_MAX) return SQLITE_OK;
+    od_ev_read_opts ro = {.from = OD_EV_FROM_TAIL};
+    ro.tail_n = c->b.limit < 0 ? UINT64_MAX : (uint64_t)c->b.limit + (uint64_t)c->b.offset;
+    od_ev_cursor *rc_ = NULL;
+    od_err err = {0};
+    int rc = od_ev_cursor_open(v->es, c->b.eq[0].p, c->b.eq[0].n, &ro, &rc_, &err);
+    if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+    long cap = 0;
+    while (od_ev_cursor_valid(rc_)) {
+        od_ev_record r;
+        od_ev_cursor_record(rc_, &r);
+        if (c->ndesc == cap) {
+            cap = cap ? 2 * cap : 16;
+            od_ev_record *nd = sqlite3_realloc64(c->desc, (size_t)cap * sizeof *nd);
+            uint8_t **nm = nd ? sqlite3_realloc64(c->desc_mem, (size_t)cap * sizeof *nm) : NULL;
+            if (nd) c->desc = nd;
+            if (nm) c->desc_mem = nm;
+            if (!nd || !nm) {
+                od_ev_cursor_free(rc_);
+                return SQLITE_NOMEM;
+            }
+        }
+        uint8_t *m = sqlite3_malloc64(r.klen + r.vlen + r.headers_len + 1);
+        if (!m) {
+            od_ev_cursor_free(rc_);
+            return SQLITE_NOMEM;
+        }
+        memcpy(m, r.key, r.klen);
+        if (r.vlen) memcpy(m + r.klen, r.value, r.vlen);
+        if (r.headers_len) memcpy(m + r.klen + r.vlen, r.headers, r.headers_len);
+        r.key = m;
+        r.value = m + r.klen;
+        r.headers = m + r.klen + r.vlen;
+        c->desc_mem[c->ndesc] = m;
+        c->desc[c->ndesc++] = r;
+        rc = od_ev_cursor_next(rc_, &err);
+        if (rc) {
+            od_ev_cursor_free(rc_);
+            return set_od_err(&v->base, &err, "eventstore: ");
+        }
+    }
+    od_ev_cursor_free(rc_);
+    c->di = c->ndesc - 1 - (long)c->b.offset;
+    return SQLITE_OK;
+}
+
+static int ev_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc, sqlite3_value **argv)
+{
+    ev_cursor *c = (ev_cursor *)cur;
+    ev_vtab *v = (ev_vtab *)cur->pVtab;
+    (void)idxStr;
+    ev_reset(c);
+    int rc = read_bounds(idxNum, argc, argv, &c->b);
+    if (rc) return rc;
+    if (c->b.none) {
+        c->eof = 1;
+        return SQLITE_OK;
+    }
+    if (idxNum & P_DESC_TAIL) {
+        rc = desc_tail_fill(c, v);
+        if (rc) return rc;
+        c->eof = c->di < 0;
+        if (!c->eof) c->rec = c->desc[c->di];
+        return SQLITE_OK;
+    }
+    if (!c->b.neq) {
+        od_err err = {0};
+        rc = od_ev_keys_open(v->es, c->b.has_lo ? c->b.lo : NULL, c->b.has_lo ? c->b.lolen : 0,
+                             NULL, 0, &c->keys, &err);
+        if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+    }
+    return settle(c, v);
+}
+
+static int ev_next(sqlite3_vtab_cursor *cur)
+{
+    ev_cursor *c = (ev_cursor *)cur;
+    ev_vtab *v = (ev_vtab *)cur->pVtab;
+    od_err err = {0};
+    c->emitted++;
+    if (c->desc) {
+        c->di--;
+        c->eof = c->di < 0;
+        if (!c->eof) c->rec = c->desc[c->di];
+        return SQLITE_OK;
+    }
+    int rc = od_ev_cursor_next(c->rc, &err);
+    if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+    return settle(c, v);
+}
+
+static int ev_eof(sqlite3_vtab_cursor *cur) { return ((ev_cursor *)cur)->eof; }
+
+static void result_headers(sqlite3_context *ctx, const od_ev_record *r)
+{
+    if (!r->nheaders) {
+        sqlite3_result_null(ctx);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    if (!o) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    size_t pos = 0;
+    od_ev_header h;
+    while (od_ev_header_next(r->headers, r->headers_len, &pos, &h)) {
+        char *name = sqlite3_malloc64(h.nlen + 1), *val = sqlite3_malloc64(h.vlen + 1);
+        if (!name || !val) {
+            sqlite3_free(name);
+            sqlite3_free(val);
+            cJSON_Delete(o);
+            sqlite3_result_error_nomem(ctx);
+            return;
+        }
+        memcpy(name, h.name, h.nlen);
+        name[h.nlen] = 0;
+        memcpy(val, h.value, h.vlen);
+        val[h.vlen] = 0;
+        cJSON *s = cJSON_CreateString(val);
+        if (!s) {
+            sqlite3_free(name);
+            sqlite3_free(val);
+            cJSON_Delete(o);
+            sqlite3_result_error_nomem(ctx);
+            return;
+        }
+        cJSON_AddItemToObject(o, name, s);
+        sqlite3_free(name);
+        sqlite3_free(val);
+    }
+    char *txt = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!txt) {
+        sqlite3_result_error_nomem(ctx);
+        return;
+    }
+    sqlite3_result_text(ctx, txt, -1, SQLITE_TRANSIENT);
+    cJSON_free(txt);
+}
+
+static int ev_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col)
+{
+    ev_cursor *c = (ev_cursor *)cur;
+    const od_ev_record *r = &c->rec;
+    switch (col) {
+    case C_KEY: sqlite3_result_text(ctx, (const char *)r->key, (int)r->klen, SQLITE_TRANSIENT); break;
+    case C_SEQ: sqlite3_result_int64(ctx, (sqlite3_int64)r->seq); break;
+    case C_TS: sqlite3_result_int64(ctx, r->ts_ms); break;
+    case C_VALUE:
+        if (r->flags & F_NULL) sqlite3_result_null(ctx);
+        else if (r->flags & F_TEXT) sqlite3_result_text(ctx, (const char *)r->value, (int)r->vlen, SQLITE_TRANSIENT);
+        else sqlite3_result_blob(ctx, r->value, (int)r->vlen, SQLITE_TRANSIENT);
+        break;
+    case C_HEADERS: result_headers(ctx, r); break;
+    default: sqlite3_result_null(ctx); break;
+    }
+    return SQLITE_OK;
+}
+
+static int ev_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *out)
+{
+    ev_cursor *c = (ev_cursor *)cur;
+    ev_vtab *v = (ev_vtab *)cur->pVtab;
+    size_t i = v->nrowkeys;
+    if (i && v->rowkeys[i - 1].n == c->rec.klen && memcmp(v->rowkeys[i - 1].p, c->rec.key, c->rec.klen) == 0) {
+        i--;
+    } else {
+        for (i = 0; i < v->nrowkeys; i++)
+            if (v->rowkeys[i].n == c->rec.klen && memcmp(v->rowkeys[i].p, c->rec.key, c->rec.klen) == 0) break;
+        if (i == v->nrowkeys) {
+            if (v->nrowkeys >= ((size_t)1 << 22)) rowkeys_clear(v), i = 0;
+            if (v->nrowkeys == v->caprowkeys) {
+                size_t cap = v->caprowkeys ? 2 * v->caprowkeys : 16;
+                keybuf *nk = sqlite3_realloc64(v->rowkeys, cap * sizeof *nk);
+                if (!nk) return SQLITE_NOMEM;
+                v->rowkeys = nk;
+                v->caprowkeys = cap;
+            }
+            v->rowkeys[i].p = sqlite3_malloc64(c->rec.klen + 1);
+            if (!v->rowkeys[i].p) return SQLITE_NOMEM;
+            memcpy(v->rowkeys[i].p, c->rec.key, c->rec.klen);
+            v->rowkeys[i].n = c->rec.klen;
+            v->nrowkeys++;
+        }
+    }
+    *out = (sqlite3_int64)(((uint64_t)i << ROWID_SEQ_BITS) | (c->rec.seq & ((UINT64_C(1) << ROWID_SEQ_BITS) - 1)));
+    return SQLITE_OK;
+}
+
+static int vt_error(sqlite3_vtab *vt, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sqlite3_free(vt->zErrMsg);
+    vt->zErrMsg = sqlite3_vmprintf(fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Parse a headers JSON object into the pending record. */
+static int parse_headers(ev_vtab *v, sqlite3_value *hv, pend_rec *r)
+{
+    int t = sqlite3_value_type(hv);
+    if (t == SQLITE_NULL) return SQLITE_OK;
+    if (t != SQLITE_TEXT)
+        return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: headers must be a JSON object of strings (TEXT)");
+    const char *txt = (const char *)sqlite3_value_text(hv);
+    cJSON *o = cJSON_Parse(txt);
+    if (!o || !cJSON_IsObject(o)) {
+        cJSON_Delete(o);
+        return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: headers must be a JSON object of strings, got %.60s", txt);
+    }
+    size_t n = 0, bytes = 0;
+    cJSON *it;
+    cJSON_ArrayForEach(it, o) {
+        if (!cJSON_IsString(it) && !cJSON_IsNumber(it) && !cJSON_IsBool(it)) {
+            int rc = vt_error(&v->base, SQLITE_MISMATCH,
+                              "eventstore: header \"%s\" must be a string, number or boolean", it->string);
+            cJSON_Delete(o);
+            return rc;
+        }
+        n++;
+    }
+    if (n > OD_EV_HEADERS_MAX) {
+        cJSON_Delete(o);
+        return vt_error(&v->base, SQLITE_TOOBIG, "eventstore: %lld headers, the limit is %d", (long long)n, OD_EV_HEADERS_MAX);
+    }
+    /* render every value as text, keep all bytes in one allocation */
+    char **vals = sqlite3_malloc64((n ? n : 1) * sizeof *vals);
+    if (!vals) {
+        cJSON_Delete(o);
+        return SQLITE_NOMEM;
+    }
+    size_t i = 0;
+    int rc = SQLITE_OK;
+    cJSON_ArrayForEach(it, o) {
+        if (cJSON_IsString(it)) vals[i] = sqlite3_mprintf("%s", it->valuestring);
+        else if (cJSON_IsBool(it)) vals[i] = sqlite3_mprintf("%s", cJSON_IsTrue(it) ? "true" : "false");
+        else {
+            char *p = cJSON_PrintUnformatted(it);
+            vals[i] = p ? sqlite3_mprintf("%s", p) : NULL;
+            cJSON_free(p);
+        }
+        if (!vals[i]) rc = SQLITE_NOMEM;
+        else bytes += strlen(it->string) + strlen(vals[i]) + 2;
+        i++;
+    }
+    if (!rc && bytes > OD_EV_HEADER_BYTES_MAX)
+        rc = vt_error(&v->base, SQLITE_TOOBIG, "eventstore: headers larger than %d bytes", OD_EV_HEADER_BYTES_MAX);
+    if (!rc) {
+        r->hjson = sqlite3_malloc64(bytes + 1);
+        r->h = sqlite3_malloc64((n ? n : 1) * sizeof *r->h);
+        if (!r->hjson || !r->h) rc = SQLITE_NOMEM;
+    }
+    if (!rc) {
+        char *p = r->hjson;
+        i = 0;
+        cJSON_ArrayForEach(it, o) {
+            size_t nl = strlen(it->string), vl = strlen(vals[i]);
+            memcpy(p, it->string, nl);
+            memcpy(p + nl, vals[i], vl);
+            r->h[i] = (od_ev_header){p, nl, p + nl, vl};
+            p += nl + vl;
+            i++;
+        }
+        r->nh = n;
+    }
+    for (size_t j = 0; j < n; j++) sqlite3_free(vals[j]);
+    sqlite3_free(vals);
+    cJSON_Delete(o);
+    return rc;
+}
+
+static int ev_insert(ev_vtab *v, sqlite3_value **argv)
+{
+    sqlite3_value *kv = argv[2 + C_KEY], *sv = argv[2 + C_SEQ], *tv = argv[2 + C_TS], *vv = argv[2 + C_VALUE];
+    sqlite3_value *hv = argv[2 + C_HEADERS], *ev = argv[2 + C_EXPECTED];
+    if (sqlite3_value_type(kv) == SQLITE_NULL)
+        return vt_error(&v->base, SQLITE_CONSTRAINT, "eventstore: key must not be NULL");
+    if (sqlite3_value_type(kv) != SQLITE_TEXT)
+        return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: key must be TEXT");
+    size_t klen = (size_t)sqlite3_value_bytes(kv);
+    if (klen == 0) return vt_error(&v->base, SQLITE_CONSTRAINT, "eventstore: key must not be empty");
+    if (klen > OD_EV_KEY_MAX)
+        return vt_error(&v->base, SQLITE_TOOBIG, "eventstore: key of %lld bytes is longer than the limit of %d", (long long)klen,
+                        OD_EV_KEY_MAX);
+    int vt = sqlite3_value_type(vv);
+    if (vt == SQLITE_INTEGER || vt == SQLITE_FLOAT)
+        return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: value must be TEXT, BLOB or NULL");
+    size_t vlen = vt == SQLITE_NULL ? 0 : (size_t)sqlite3_value_bytes(vv);
+    if (vlen > OD_EV_VALUE_MAX)
+        return vt_error(&v->base, SQLITE_TOOBIG, "eventstore: value of %lld bytes is larger than the limit of %u",
+                        (long long)vlen, (unsigned)OD_EV_VALUE_MAX);
+    int64_t ts = 0, expected = OD_EV_ANY;
+    if (sqlite3_value_type(tv) != SQLITE_NULL) {
+        if (sqlite3_value_type(tv) != SQLITE_INTEGER || sqlite3_value_int64(tv) < 0)
+            return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: ts must be a non-negative INTEGER (unix ms)");
+        ts = sqlite3_value_int64(tv);
+    }
+    sqlite3_value *xv = sqlite3_value_type(ev) != SQLITE_NULL ? ev : sv;
+    if (sqlite3_value_type(xv) != SQLITE_NULL) {
+        if (sqlite3_value_type(xv) != SQLITE_INTEGER || sqlite3_value_int64(xv) < 0)
+            return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: expected_seq must be a non-negative INTEGER");
+        expected = sqlite3_value_int64(xv);
+    }
+    pend_rec r;
+    memset(&r, 0, sizeof r);
+    int rc = parse_headers(v, hv, &r);
+    if (rc) {
+        pend_rec_free(&r);
+        return rc;
+    }
+    r.key = sqlite3_malloc64(klen + 1);
+    r.val = sqlite3_malloc64(vlen + 1);
+    if (!r.key || !r.val) {
+        pend_rec_free(&r);
+        return SQLITE_NOMEM;
+    }
+    memcpy(r.key, sqlite3_value_text(kv), klen);
+    r.klen = klen;
+    if (vt == SQLITE_TEXT) memcpy(r.val, sqlite3_value_text(vv), vlen);
+    else if (vt == SQLITE_BLOB && vlen) memcpy(r.val, sqlite3_value_blob(vv), vlen);
+    r.vlen = vlen;
+    r.flags = vt == SQLITE_TEXT ? F_TEXT : vt == SQLITE_NULL ? F_NULL : 0;
+    r.ts = ts;
+    r.expected = expected;
+    if (v->nrecs == v->caprecs) {
+        size_t cap = v->caprecs ? 2 * v->caprecs : 16;
+        if (cap > OD_EV_BATCH_MAX) cap = OD_EV_BATCH_MAX;
+        if (v->nrecs >= cap) {
+            pend_rec_free(&r);
+            return vt_error(&v->base, SQLITE_TOOBIG,
+                            "eventstore: more than %d records in one transaction", OD_EV_BATCH_MAX);
+        }
+        pend_rec *nr = sqlite3_realloc64(v->recs, cap * sizeof *nr);
+        if (!nr) {
+            pend_rec_free(&r);
+            return SQLITE_NOMEM;
+        }
+        v->recs = nr;
+        v->caprecs = cap;
+    }
+    v->recs[v->nrecs++] = r;
+    return SQLITE_OK;
+}
+
+/* DELETE of (key, seq): only a prefix of a key's log can go (it becomes a trim). */
+static int ev_delete(ev_vtab *v, sqlite3_int64 rowid)
+{
+    uint64_t ki = (uint64_t)rowid >> ROWID_SEQ_BITS;
+    uint64_t seq = (uint64_t)rowid & ((UINT64_C(1) << ROWID_SEQ_BITS) - 1);
+    if (ki >= v->nrowkeys) return vt_error(&v->base, SQLITE_ERROR, "eventstore: DELETE of an unknown row");
+    keybuf *k = &v->rowkeys[ki];
+    pend_trim *t = NULL;
+    for (size_t i = 0; i < v->ntrims; i++)
+        if (v->trims[i].klen == k->n && memcmp(v->trims[i].key, k->p, k->n) == 0) t = &v->trims[i];
+    if (!t) {
+        /* the first visible record of the key now */
+        od_ev_read_opts ro = {.from = OD_EV_FROM_SEQ, .max_count = 1};
+        od_ev_cursor *c;
+        od_err err = {0};
+        int rc = od_ev_cursor_open(v->es, k->p, k->n, &ro, &c, &err);
+        if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+        od_ev_record r;
+        od_ev_cursor_record(c, &r);
+        uint64_t first = od_ev_cursor_valid(c) ? r.seq : UINT64_MAX;
+        od_ev_cursor_free(c);
+        if (v->ntrims == v->captrims) {
+            size_t cap = v->captrims ? 2 * v->captrims : 8;
+            pend_trim *nt = sqlite3_realloc64(v->trims, cap * sizeof *nt);
+            if (!nt) return SQLITE_NOMEM;
+            v->trims = nt;
+            v->captrims = cap;
+        }
+        t = &v->trims[v->ntrims];
+        t->key = sqlite3_malloc64(k->n + 1);
+        if (!t->key) return SQLITE_NOMEM;
+        memcpy(t->key, k->p, k->n);
+        t->klen = k->n;
+        t->first = first;
+        t->next_del = first;
+        v->ntrims++;
+    }
+    if (seq != t->next_del)
+        return vt_error(&v->base, SQLITE_CONSTRAINT,
+                        "eventstore: DELETE can only remove the oldest records of a key (a prefix of its log), "
+                        "e.g. DELETE FROM t WHERE key = ? AND seq < ?");
+    t->next_del = seq + 1;
+    return SQLITE_OK;
+}
+
+static int ev_update(sqlite3_vtab *vt, int argc, sqlite3_value **argv, sqlite3_int64 *rowid)
+{
+    ev_vtab *v = (ev_vtab *)vt;
+    if (argc == 1) return ev_delete(v, sqlite3_value_int64(argv[0]));
+    if (sqlite3_value_type(argv[0]) != SQLITE_NULL)
+        return vt_error(vt, SQLITE_CONSTRAINT, "eventstore: records are immutable (UPDATE is not supported)");
+    *rowid = 0;
+    return ev_insert(v, argv);
+}
+
+static int ev_begin(sqlite3_vtab *vt)
+{
+    ev_vtab *v = (ev_vtab *)vt;
+    pending_clear(v, 0, 0);
+    v->nsp = 0;
+    return SQLITE_OK;
+}
+
+static int ev_sync(sqlite3_vtab *vt)
+{
+    ev_vtab *v = (ev_vtab *)vt;
+    od_err err = {0};
+    int rc = SQLITE_OK;
+    if (v->nrecs) {
+        od_ev_rec_in *in = sqlite3_malloc64(v->nrecs * sizeof *in);
+        uint64_t *seqs = sqlite3_malloc64(v->nrecs * sizeof *seqs);
+        if (!in || !seqs) {
+            sqlite3_free(in);
+            sqlite3_free(seqs);
+            return SQLITE_NOMEM;
+        }
+        for (size_t i = 0; i < v->nrecs; i++) {
+            pend_rec *r = &v->recs[i];
+            in[i] = (od_ev_rec_in){.key = r->key, .klen = r->klen, .value = r->val, .vlen = r->vlen,
+                                   .headers = r->h, .nheaders = r->nh, .ts_ms = r->ts,
+                                   .expected_seq = r->expected, .flags = r->flags};
+        }
+        od_ev_append_info info;
+        int orc = od_ev_append(v->es, in, v->nrecs, NULL, seqs, &info, &err);
+        if (orc) rc = set_od_err(vt, &err, "");
+        else {
+            v->conn->has_last = 1;
+            v->conn->last_seq = (sqlite3_int64)seqs[v->nrecs - 1];
+        }
+        sqlite3_free(in);
+        sqlite3_free(seqs);
+    }
+    for (size_t i = 0; !rc && i < v->ntrims; i++) {
+        pend_trim *t = &v->trims[i];
+        if (t->next_del == t->first) continue;
+        int orc = od_ev_trim(v->es, t->key, t->klen, t->next_del, &err);
+        if (orc) rc = set_od_err(vt, &err, "");
+    }
+    pending_clear(v, 0, 0);
+    return rc;
+}
+
+static int ev_commit(sqlite3_vtab *vt)
+{
+    ev_vtab *v = (ev_vtab *)vt;
+    pending_clear(v, 0, 0);
+    rowkeys_clear(v);
+    v->nsp = 0;
+    return SQLITE_OK;
+}
+
+static int ev_rollback(sqlite3_vtab *vt) { return ev_commit(vt); }
+
+static int ev_savepoint(sqlite3_vtab *vt, int i)
+{
+    ev_vtab *v = (ev_vtab *)vt;
+    if (i < 0) return SQLITE_OK;
+    if (i >= v->nsp) {
+        int *a = sqlite3_realloc64(v->sp_recs, (size_t)(i + 1) * sizeof *a);
+        if (!a) return SQLITE_NOMEM;
+        v->sp_recs = a;
+        int *b = sqlite3_realloc64(v->sp_trims, (size_t)(i + 1) * sizeof *b);
+        if (!b) return SQLITE_NOMEM;
+        v->sp_trims = b;
+    }
+    v->sp_recs[i] = (int)v->nrecs;
+    v->sp_trims[i] = (int)v->ntrims;
+    v->nsp = i + 1;
+    return SQLITE_OK;
+}
+
+static int ev_release(sqlite3_vtab *vt, int i)
+{
+    ev_vtab *v = (ev_vtab *)vt;
+    if (i < v->nsp) v->nsp = i;
+    return SQLITE_OK;
+}
+
+static int ev_rollback_to(sqlite3_vtab *vt, int i)
+{
+    ev_vtab *v = (ev_vtab *)vt;
+    if (i < 0 || i >= v->nsp) return SQLITE_OK;
+    pending_clear(v, (size_t)v->sp_recs[i], (size_t)v->sp_trims[i]);
+    v->nsp = i + 1;
+    return SQLITE_OK;
+}
+
+static sqlite3_module ev_module = {
+    .iVersion = 2,
+    .xCreate = ev_connect,
+    .xConnect = ev_connect,
+    .xBestIndex = ev_best_index,
+    .xDisconnect = ev_disconnect,
+    .xDestroy = ev_disconnect,
+    .xOpen = ev_open,
+    .xClose = ev_close,
+    .xFilter = ev_filter,
+    .xNext = ev_next,
+    .xEof = ev_eof,
+    .xColumn = ev_column,
+    .xRowid = ev_rowid,
+    .xUpdate = ev_update,
+    .xBegin = ev_begin,
+    .xSync = ev_sync,
+    .xCommit = ev_commit,
+    .xRollback = ev_rollback,
+    .xSavepoint = ev_savepoint,
+    .xRelease = ev_release,
+    .xRollbackTo = ev_rollback_to,
+};
+
+/* ---------------------------------------------------------------- the keys table */
+
+enum { K_KEY = 0, K_FIRST, K_NEXT, K_COUNT, K_BYTES, K_LAST_TS, K_CREATED, K_RET_AGE, K_RET_COUNT };
+
+typedef struct pend_key {
+    unsigned char *key;
+    size_t klen;
+    int del;                 /* 1 delete, 0 set retention */
+    int64_t age;
+    uint64_t count;
+} pend_key;
+
+typedef struct keys_vtab {
+    sqlite3_vtab base;
+    es_conn *conn;
+    od_eventstore *es;
+    char *uri;
+    pend_key *ops;
+    size_t nops, capops;
+    keybuf *rowkeys;
+    size_t nrowkeys, caprowkeys;
+} keys_vtab;
+
+static void keys_pending_clear(keys_vtab *v)
+{
+    for (size_t i = 0; i < v->nops; i++) sqlite3_free(v->ops[i].key);
+    v->nops = 0;
+    for (size_t i = 0; i < v->nrowkeys; i++) sqlite3_free(v->rowkeys[i].p);
+    v->nrowkeys = 0;
+}
+
+static int k_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **out, char **pzErr)
+{
+    keys_vtab *v = sqlite3_malloc(sizeof *v);
+    if (!v) return SQLITE_NOMEM;
+    memset(v, 0, sizeof *v);
+    int rc = acquire(argc, argv, "eventstore_keys", &v->uri, &v->es, pzErr);
+    if (rc) {
+        sqlite3_free(v);
+        return rc;
+    }
+    rc = sqlite3_declare_vtab(db, "CREATE TABLE x(key TEXT, first_seq INTEGER, next_seq INTEGER, count INTEGER, "
+                                  "bytes INTEGER, last_ts INTEGER, created_ts INTEGER, retention_age_ms INTEGER, "
+                                  "retention_count INTEGER)");
+    if (rc) {
+        od_vtab_handle_release(v->es);
+        sqlite3_free(v->uri);
+        sqlite3_free(v);
+        return rc;
+    }
+    sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
+    v->conn = aux;
+    v->conn->refs++;
+    *out = &v->base;
+    return SQLITE_OK;
+}
+
+static int k_disconnect(sqlite3_vtab *vt)
+{
+    keys_vtab *v = (keys_vtab *)vt;
+    keys_pending_clear(v);
+    sqlite3_free(v->ops);
+    sqlite3_free(v->rowkeys);
+    od_vtab_handle_release(v->es);
+    conn_unref(v->conn);
+    sqlite3_free(v->uri);
+    sqlite3_free(v);
+    return SQLITE_OK;
+}
+
+static int k_best_index(sqlite3_vtab *vt, sqlite3_index_info *info)
+{
+    return best_index(vt, info, K_KEY, -1, -1, 0);
+}
+
+typedef struct k_cursor {
+    sqlite3_vtab_cursor base;
+    scan_bounds b;
+    od_ev_keys *keys;
+    size_t eqi;
+    od_ev_key_info info;
+    unsigned char *key;
+    size_t klen;
+    int eof;
+    sqlite3_int64 emitted, skipped;
+} k_cursor;
+
+static int k_open(sqlite3_vtab *vt, sqlite3_vtab_cursor **out)
+{
+    k_cursor *c = sqlite3_malloc(sizeof *c);
+    if (!c) return SQLITE_NOMEM;
+    memset(c, 0, sizeof *c);
+    *out = &c->base;
+    (void)vt;
+    return SQLITE_OK;
+}
+
+static void k_reset(k_cursor *c)
+{
+    od_ev_keys_free(c->keys);
+    c->keys = NULL;
+    bounds_free(&c->b);
+    sqlite3_free(c->key);
+    c->key = NULL;
+    c->eof = 1;
+    c->eqi = 0;
+    c->emitted = c->skipped = 0;
+}
+
+static int k_close(sqlite3_vtab_cursor *cur)
+{
+    k_cursor *c = (k_cursor *)cur;
+    k_reset(c);
+    sqlite3_free(c);
+    return SQLITE_OK;
+}
+
+static int k_take(k_cursor *c, const void *k, size_t n)
+{
+    sqlite3_free(c->key);
+    c->key = sqlite3_malloc64(n + 1);
+    if (!c->key) return SQLITE_NOMEM;
+    memcpy(c->key, k, n);
+    c->klen = n;
+    return SQLITE_OK;
+}
+
+/* Find the next key at/after the current position (first = 1: do not advance). */
+static int k_settle(k_cursor *c, keys_vtab *v, int first)
+{
+    od_err err = {0};
+    int rc;
+    for (;;) {
+        if (c->b.neq) {
+            if (c->eqi >= c->b.neq) break;
+            keybuf *k = &c->b.eq[c->eqi++];
+            if (!key_in_range(&c->b, k->p, k->n) || k->n == 0 || k->n > OD_EV_KEY_MAX) continue;
+            rc = od_ev_tail(v->es, k->p, k->n, &c->info, &err);
+            if (rc) return set_od_err(&v->base, &err, "eventstore_keys: ");
+            if (!c->info.exists) continue;
+            rc = k_take(c, k->p, k->n);
+            if (rc) return rc;
+        } else {
+            if (!first) {
+                rc = od_ev_keys_next(c->keys, &err);
+                if (rc) return set_od_err(&v->base, &err, "eventstore_keys: ");
+            }
+            first = 0;
+            if (!od_ev_keys_valid(c->keys)) break;
+            size_t kl;
+            const uint8_t *kp = od_ev_keys_key(c->keys, &kl);
+            if (!key_in_range(&c->b, kp, kl)) {
+                if (c->b.has_hi && bcmp_(kp, kl, c->b.hi, c->b.hilen) > 0) break;
+                continue;
+            }
+            od_ev_keys_info(c->keys, &c->info);
+            rc = k_take(c, kp, kl);
+            if (rc) return rc;
+        }
+        if (c->skipped < c->b.offset) {
+            c->skipped++;
+            continue;
+        }
+        if (c->b.limit >= 0 && c->emitted >= c->b.limit) break;
+        c->eof = 0;
+        return SQLITE_OK;
+    }
+    c->eof = 1;
+    return SQLITE_OK;
+}
+
+static int k_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, int argc, sqlite3_value **argv)
+{
+    k_cursor *c = (k_cursor *)cur;
+    keys_vtab *v = (keys_vtab *)cur->pVtab;
+    (void)idxStr;
+    k_reset(c);
+    int rc = read_bounds(idxNum, argc, argv, &c->b);
+    if (rc) return rc;
+    if (c->b.none) return SQLITE_OK;
+    if (!c->b.neq) {
+        od_err err = {0};
+        rc = od_ev_keys_open(v->es, c->b.has_lo ? c->b.lo : NULL, c->b.has_lo ? c->b.lolen : 0, NULL, 0, &c->keys,
+                             &err);
+        if (rc) return set_od_err(&v->base, &err, "eventstore_keys: ");
+    }
+    return k_settle(c, v, 1);
+}
+
+static int k_next(sqlite3_vtab_cursor *cur)
+{
+    k_cursor *c = (k_cursor *)cur;
+    c->emitted++;
+    return k_settle(c, (keys_vtab *)cur->pVtab, 0);
+}
+
+static int k_eof(sqlite3_vtab_cursor *cur) { return ((k_cursor *)cur)->eof; }
+
+static int k_column(sqlite3_vtab_cursor *cur, sqlite3_context *ctx, int col)
+{
+    k_cursor *c = (k_cursor *)cur;
+    const od_ev_key_info *i = &c->info;
+    switch (col) {
+    case K_KEY: sqlite3_result_text(ctx, (const char *)c->key, (int)c->klen, SQLITE_TRANSIENT); break;
+    case K_FIRST: sqlite3_result_int64(ctx, (sqlite3_int64)i->first_seq); break;
+    case K_NEXT: sqlite3_result_int64(ctx, (sqlite3_int64)i->next_seq); break;
+    case K_COUNT: sqlite3_result_int64(ctx, (sqlite3_int64)i->count); break;
+    case K_BYTES: sqlite3_result_int64(ctx, (sqlite3_int64)i->bytes); break;
+    case K_LAST_TS: sqlite3_result_int64(ctx, i->last_ts_ms); break;
+    case K_CREATED: sqlite3_result_int64(ctx, i->created_ms); break;
+    case K_RET_AGE:
+        if (i->retention_age_ms) sqlite3_result_int64(ctx, i->retention_age_ms);
+        else sqlite3_result_null(ctx);
+        break;
+    case K_RET_COUNT:
+        if (i->retention_count) sqlite3_result_int64(ctx, (sqlite3_int64)i->retention_count);
+        else sqlite3_result_null(ctx);
+        break;
+    }
+    return SQLITE_OK;
+}
+
+static int k_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *out)
+{
+    k_cursor *c = (k_cursor *)cur;
+    keys_vtab *v = (keys_vtab *)cur->pVtab;
+    /* the same key asked twice (UPDATE reads old and new rowid) gets the same rowid */
+    if (v->nrowkeys && v->rowkeys[v->nrowkeys - 1].n == c->klen &&
+        memcmp(v->rowkeys[v->nrowkeys - 1].p, c->key, c->klen) == 0) {
+        *out = (sqlite3_int64)(v->nrowkeys - 1);
+        return SQLITE_OK;
+    }
+    if (v->nrowkeys == v->caprowkeys) {
+        size_t cap = v->caprowkeys ? 2 * v->caprowkeys : 16;
+        keybuf *nk = sqlite3_realloc64(v->rowkeys, cap * sizeof *nk);
+        if (!nk) return SQLITE_NOMEM;
+        v->rowkeys = nk;
+        v->caprowkeys = cap;
+    }
+    keybuf *k = &v->rowkeys[v->nrowkeys];
+    k->p = sqlite3_malloc64(c->klen + 1);
+    if (!k->p) return SQLITE_NOMEM;
+    memcpy(k->p, c->key, c->klen);
+    k->n = c->klen;
+    *out = (sqlite3_int64)v->nrowkeys++;
+    return SQLITE_OK;
+}
+
+static int k_update(sqlite3_vtab *vt, int argc, sqlite3_value **argv, sqlite3_int64 *rowid)
+{
+    keys_vtab *v = (keys_vtab *)vt;
+    (void)rowid;
+    if (argc > 1 && sqlite3_value_type(argv[0]) == SQLITE_NULL)
+        return vt_error(vt, SQLITE_CONSTRAINT, "eventstore_keys: keys are created by appending to them");
+    sqlite3_int64 r = sqlite3_value_int64(argv[0]);
+    if (r < 0 || (size_t)r >= v->nrowkeys) return vt_error(vt, SQLITE_ERROR, "eventstore_keys: unknown row");
+    pend_key op = {0};
+    if (argc == 1) {
+        op.del = 1;
+    } else {
+        if (sqlite3_value_int64(argv[1]) != r) return vt_error(vt, SQLITE_CONSTRAINT, "eventstore_keys: rowid is fixed");
+        /* only the retention columns may change */
+        sqlite3_value *kv = argv[2 + K_KEY];
+        keybuf *k = &v->rowkeys[r];
+        if (sqlite3_value_type(kv) != SQLITE_TEXT || (size_t)sqlite3_value_bytes(kv) != k->n ||
+            memcmp(sqlite3_value_text(kv), k->p, k->n) != 0)
+            return vt_error(vt, SQLITE_CONSTRAINT, "eventstore_keys: only retention_age_ms and retention_count can change");
+        od_ev_key_info ki;
+        od_err err = {0};
+        if (od_ev_tail(v->es, k->p, k->n, &ki, &err)) return set_od_err(vt, &err, "eventstore_keys: ");
+        const int64_t cur[] = {(int64_t)ki.first_seq, (int64_t)ki.next_seq, (int64_t)ki.count, (int64_t)ki.bytes,
+                               ki.last_ts_ms, ki.created_ms};
+        for (int col = K_FIRST; col <= K_CREATED; col++)
+            if (sqlite3_value_type(argv[2 + col]) != SQLITE_INTEGER || sqlite3_value_int64(argv[2 + col]) != cur[col - 1])
+                return vt_error(vt, SQLITE_CONSTRAINT,
+                                "eventstore_keys: only retention_age_ms and retention_count can change");
+        for (int col = K_RET_AGE; col <= K_RET_COUNT; col++) {
+            sqlite3_value *x = argv[2 + col];
+            int t = sqlite3_value_type(x);
+            if (t != SQLITE_NULL && (t != SQLITE_INTEGER || sqlite3_value_int64(x) < 0))
+                return vt_error(vt, SQLITE_MISMATCH, "eventstore_keys: %s must be NULL or a non-negative INTEGER",
+                                col == K_RET_AGE ? "retention_age_ms" : "retention_count");
+        }
+        op.age = sqlite3_value_int64(argv[2 + K_RET_AGE]);
+        op.count = (uint64_t)sqlite3_value_int64(argv[2 + K_RET_COUNT]);
+    }
+    keybuf *k = &v->rowkeys[r];
+    op.key = sqlite3_malloc64(k->n + 1);
+    if (!op.key) return SQLITE_NOMEM;
+    memcpy(op.key, k->p, k->n);
+    op.klen = k->n;
+    if (v->nops == v->capops) {
+        size_t cap = v->capops ? 2 * v->capops : 8;
+        pend_key *no = sqlite3_realloc64(v->ops, cap * sizeof *no);
+        if (!no) {
+            sqlite3_free(op.key);
+            return SQLITE_NOMEM;
+        }
+        v->ops = no;
+        v->capops = cap;
+    }
+    v->ops[v->nops++] = op;
+    return SQLITE_OK;
+}
+
+static int k_begin(sqlite3_vtab *vt)
+{
+    keys_pending_clear((keys_vtab *)vt);
+    return SQLITE_OK;
+}
+
+static int k_sync(sqlite3_vtab *vt)
+{
+    keys_vtab *v = (keys_vtab *)vt;
+    od_err err = {0};
+    for (size_t i = 0; i < v->nops; i++) {
+        pend_key *op = &v->ops[i];
+        int rc = op->del ? od_ev_delete_key(v->es, op->key, op->klen, &err)
+                         : od_ev_set_retention(v->es, op->key, op->klen, op->age, op->count, &err);
+        if (rc && !(op->del && rc == OD_NOTFOUND)) {
+            keys_pending_clear(v);
+            return set_od_err(vt, &err, "");
+        }
+    }
+    keys_pending_clear(v);
+    return SQLITE_OK;
+}
+
+static int k_commit(sqlite3_vtab *vt)
+{
+    keys_pending_clear((keys_vtab *)vt);
+    return SQLITE_OK;
+}
+
+static sqlite3_module keys_module = {
+    .iVersion = 1,
+    .xCreate = k_connect,
+    .xConnect = k_connect,
+    .xBestIndex = k_best_index,
+    .xDisconnect = k_disconnect,
+    .xDestroy = k_disconnect,
+    .xOpen = k_open,
+    .xClose = k_close,
+    .xFilter = k_filter,
+    .xNext = k_next,
+    .xEof = k_eof,
+    .xColumn = k_column,
+    .xRowid = k_rowid,
+    .xUpdate = k_update,
+    .xBegin = k_begin,
+    .xSync = k_sync,
+    .xCommit = k_commit,
+    .xRollback = k_commit,
+};
+
+/* ---------------------------------------------------------------- functions, registration */
+
+static void fn_last_seq(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    (void)argv;
+    es_conn *c = sqlite3_user_data(ctx);
+    if (c->has_last) sqlite3_result_int64(ctx, c->last_seq);
+    else sqlite3_result_null(ctx);
+}
+
+/* eventstore_follow(uri, key, from_seq, timeout_ms): 1 as soon as the key has a record with
+ * seq ≥ from_seq, 0 when timeout_ms passes first. The store must be open in this process (a
+ * table on that URI exists). Blocks the calling connection while it waits (long-poll). */
+static void fn_follow(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+    (void)argc;
+    const char *uri = (const char *)sqlite3_value_text(argv[0]);
+    od_eventstore *es = uri ? od_vtab_handle_find(KIND, uri) : NULL;
+    if (!es) {
+        sqlite3_result_error(ctx, "eventstore_follow: no eventstore table is open on that URI in this process", -1);
+        return;
+    }
+    if (sqlite3_value_type(argv[1]) != SQLITE_TEXT || sqlite3_value_bytes(argv[1]) == 0 ||
+        sqlite3_value_type(argv[2]) != SQLITE_INTEGER || sqlite3_value_int64(argv[2]) < 0 ||
+        sqlite3_value_type(argv[3]) != SQLITE_INTEGER || sqlite3_value_int64(argv[3]) < 0) {
+        sqlite3_result_error(ctx, "eventstore_follow: arguments are (uri TEXT, key TEXT, from_seq INTEGER >= 0, "
+                                  "timeout_ms INTEGER >= 0)", -1);
+        return;
+    }
+    od_err err = {0};
+    int rc = od_ev_follow(es, sqlite3_value_text(argv[1]), (size_t)sqlite3_value_bytes(argv[1]),
+                          (uint64_t)sqlite3_value_int64(argv[2]), sqlite3_value_int64(argv[3]), &err);
+    if (rc == OD_OK) sqlite3_result_int(ctx, 1);
+    else if (rc == OD_TIMEOUT) sqlite3_result_int(ctx, 0);
+    else {
+        char *m = sqlite3_mprintf("eventstore_follow: %s", err.msg);
+        sqlite3_result_error(ctx, m ? m : "eventstore_follow: error", -1);
+        sqlite3_free(m);
+    }
+}
+
+int od_vtab_eventstore_register(sqlite3 *db)
+{
+    es_conn *c = sqlite3_malloc(sizeof *c);
+    if (!c) return SQLITE_NOMEM;
+    memset(c, 0, sizeof *c);
+    c->refs = 3;
+    int rc = sqlite3_create_module_v2(db, "eventstore", &ev_module, c, conn_unref);
+    int rc2 = sqlite3_create_module_v2(db, "eventstore_keys", &keys_module, c, conn_unref);
+    int rc3 = sqlite3_create_function_v2(db, "eventstore_last_seq", 0, SQLITE_UTF8, c, fn_last_seq, NULL, NULL,
+                                         conn_unref);
+    int rc4 = sqlite3_create_function(db, "eventstore_follow", 4, SQLITE_UTF8 | SQLITE_DIRECTONLY, NULL, fn_follow,
+                                      NULL, NULL);
+    return rc ? rc : rc2 ? rc2 : rc3 ? rc3 : rc4;
+}

@@ -59,8 +59,16 @@ run_suite() { # builddir label
             esac
         done
     fi
-    if [ -x "$B/tools/promql_conformance" ] && [ -d ../shared/promql-conformance ]; then
-        run_one "$label/promql-conformance" "$B/tools/promql_conformance" --dir ../shared/promql-conformance \
+    # Prometheus's own PromQL test files live outside the repo (../shared/promql-conformance,
+    # or OD_PROMQL_CONFORMANCE_DIR). Missing files are a failure, never a silent skip.
+    local conf=${OD_PROMQL_CONFORMANCE_DIR:-}
+    for d in ../shared/promql-conformance /work/shared/promql-conformance; do
+        [ -z "$conf" ] && [ -d "$d" ] && conf=$d
+    done
+    if [ -z "$conf" ]; then
+        run_one "$label/promql-conformance" bash -c 'echo "PromQL conformance files not found: set OD_PROMQL_CONFORMANCE_DIR or provide ../shared/promql-conformance"; exit 1'
+    else
+        run_one "$label/promql-conformance" "$B/tools/promql_conformance" --dir "$conf" \
             --known tests/promql-known-failures.txt
     fi
 }

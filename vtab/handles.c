@@ -90,3 +90,17 @@ void *od_vtab_handle_find(const char *kind, const char *uri)
     pthread_mutex_unlock(&mu);
     return h;
 }
+
+void *od_vtab_handle_find_ref(const char *kind, const char *uri)
+{
+    void *h = NULL;
+    pthread_mutex_lock(&mu);
+    for (entry *e = head; e; e = e->next)
+        if (strcmp(e->kind, kind) == 0 && strcmp(e->uri, uri) == 0) {
+            e->refs++;
+            h = e->handle;
+            break;
+        }
+    pthread_mutex_unlock(&mu);
+    return h;
+}

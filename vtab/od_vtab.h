@@ -32,7 +32,11 @@ typedef void (*od_vtab_close_fn)(void *handle);
 int od_vtab_handle_acquire(const char *kind, const char *uri, od_vtab_open_fn open, void *ctx,
                            od_vtab_close_fn close, void **handle, od_err *err);
 void od_vtab_handle_release(void *handle);
-/* Look up an already-acquired handle by (kind, uri) without taking a reference; NULL if none. */
+/* Look up an already-acquired handle by (kind, uri) without taking a reference; NULL if none.
+ * Only safe while the caller otherwise holds a reference (e.g. from a connected table). */
 void *od_vtab_handle_find(const char *kind, const char *uri);
+/* The same, taking a reference (release with od_vtab_handle_release): for users that must keep
+ * the handle alive on their own, e.g. a long wait while other connections may close it. */
+void *od_vtab_handle_find_ref(const char *kind, const char *uri);
 
 #endif

@@ -36,8 +36,10 @@
  *   P_DESC_TAIL (no argv)  key = ? ORDER BY seq DESC LIMIT n [OFFSET m] with nothing else:
  *                the last n + m records are read from the tail and returned newest first
  * Terms are omitted (omit=1) when applied with SQLite's exact semantics: key with BINARY
- * collation, integer bounds; LIKE/GLOB never. Rows come out ordered by (key, seq), which lets
- * ORDER BY key / key, seq / seq (single key) be consumed.
+ * collation (a number compared with key takes TEXT affinity: key > 5 means key > '5'),
+ * integer bounds; LIKE/GLOB never. Key terms under another collation are not used at all.
+ * Rows come out ordered by (key, seq), which lets ORDER BY key / key, seq / seq (single key)
+ * be consumed.
  *
  * Why: records live in the engine's order (key, seq), so key equality/prefix and seq bounds
  * turn into one contiguous range each; ts bounds use the store's time index.
@@ -181,7 +183,11 @@ static int acquire(int argc, const char *const *argv, const char *module, char *
     void *h = NULL;
     int rc = od_vtab_handle_acquire(KIND, uri, open_store, &oc, close_store, &h, &err);
     if (rc) {
-        *pzErr = sqlite3_mprintf("%s: %s", module, err.msg);
+        /* the engine's message usually names it already ("eventstore: opening ..."): no
+         * second prefix */
+        size_t ml = strlen(module);
+        int named = strncmp(err.msg, module, ml) == 0 && err.msg[ml] == ':';
+        *pzErr = named ? sqlite3_mprintf("%s", err.msg) : sqlite3_mprintf("%s: %s", module, err.msg);
         sqlite3_free(uri);
         return SQLITE_ERROR;
     }
@@ -268,6 +274,15 @@ static int best_index(sqlite3_vtab *vt, sqlite3_index_info *info, int col_key, i
             unhandled = 1;
             continue;
         }
+        /* key =/IN/ranges under another collation (e.g. COLLATE NOCASE): a BINARY bound
+         * would drop rows SQLite accepts, so leave the term to SQLite entirely */
+        if (bit <= P_KEY_LT) {
+            const char *coll = sqlite3_vtab_collation(info, i);
+            if (coll && sqlite3_stricmp(coll, "BINARY") != 0) {
+                unhandled = 1;
+                continue;
+            }
+        }
         int b = __builtin_ctz((unsigned)bit);
         if (cidx[b] >= 0) { /* a second term of the same kind: SQLite checks it */
             unhandled = 1;
@@ -288,11 +303,7 @@ static int best_index(sqlite3_vtab *vt, sqlite3_index_info *info, int col_key, i
         int i = cidx[b];
         idxNum |= bit;
         info->aConstraintUsage[i].argvIndex = argv++;
-        int exact = bit != P_KEY_LIKE && bit != P_KEY_GLOB;
-        if (exact && bit <= P_KEY_LT) {
-            const char *coll = sqlite3_vtab_collation(info, i);
-            if (coll && sqlite3_stricmp(coll, "BINARY") != 0) exact = 0;
-        }
+        int exact = bit != P_KEY_LIKE && bit != P_KEY_GLOB; /* key terms here are BINARY */
         if (bit == P_KEY_EQ) sqlite3_vtab_in(info, i, 1);
         info->aConstraintUsage[i].omit = exact;
         if (!exact) inexact = 1;
@@ -576,17 +587,19 @@ static int read_bounds(int idxNum, int argc, sqlite3_value **argv, scan_bounds *
             b->neq = o;
             break;
         }
+        /* a number takes the key column's TEXT affinity (key > 5 is key > '5'), as for = */
         case P_KEY_GE: case P_KEY_GT:
             r = sqlite3_value_type(v);
             if (r == SQLITE_NULL || r == SQLITE_BLOB) b->none = 1;
-            else if (r == SQLITE_TEXT && key_text(v, &p, &n)) rc = lower_key(b, p, n, f == P_KEY_GE);
-            /* a number: every TEXT key is greater */
+            else if (key_text(v, &p, &n)) rc = lower_key(b, p, n, f == P_KEY_GE);
+            else rc = SQLITE_NOMEM;
             break;
         case P_KEY_LE: case P_KEY_LT:
             r = sqlite3_value_type(v);
-            if (r == SQLITE_NULL || r == SQLITE_INTEGER || r == SQLITE_FLOAT) b->none = 1;
-            else if (r == SQLITE_TEXT && key_text(v, &p, &n)) rc = upper_key(b, p, n, f == P_KEY_LE);
-            /* a blob: every TEXT key is smaller */
+            if (r == SQLITE_NULL) b->none = 1;
+            else if (r == SQLITE_BLOB) { /* every TEXT key is smaller than a blob */
+            } else if (key_text(v, &p, &n)) rc = upper_key(b, p, n, f == P_KEY_LE);
+            else rc = SQLITE_NOMEM;
             break;
         case P_KEY_LIKE: case P_KEY_GLOB:
             if (sqlite3_value_type(v) == SQLITE_TEXT) {
@@ -689,6 +702,13 @@ typedef struct pend_trim {
     uint64_t next_del;  /* the seq the next delete must name */
 } pend_trim;
 
+/* What a savepoint restores: the pending counts and every pending trim's next_del (a later
+ * DELETE moves the next_del of a trim that existed before the savepoint). */
+typedef struct sp_state {
+    size_t nrecs, ntrims;
+    uint64_t *next_del;      /* ntrims values */
+} sp_state;
+
 typedef struct ev_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
@@ -699,9 +719,9 @@ typedef struct ev_vtab {
     size_t nrecs, caprecs;
     pend_trim *trims;
     size_t ntrims, captrims;
-    int *sp_recs;            /* savepoint i → nrecs at its start */
-    int *sp_trims;
-    int nsp;
+    int trims_unsorted;      /* trims not in key order (binary search only when sorted) */
+    sp_state *sps;           /* savepoint i → pending state at its start */
+    int nsp, capsp;
     keybuf *rowkeys;         /* rowid >> 40 → key (for DELETE) */
     size_t nrowkeys, caprowkeys;
 } ev_vtab;
@@ -720,6 +740,27 @@ static void pending_clear(ev_vtab *v, size_t nrecs, size_t ntrims)
 {
     while (v->nrecs > nrecs) pend_rec_free(&v->recs[--v->nrecs]);
     while (v->ntrims > ntrims) sqlite3_free(v->trims[--v->ntrims].key);
+    if (v->ntrims == 0) v->trims_unsorted = 0;
+}
+
+/* The pending trim of key [k, n), or NULL. DELETE visits keys in order, so the trims are
+ * usually sorted: binary search then (a linear search per row was quadratic in the keys). */
+static pend_trim *find_trim(ev_vtab *v, const void *k, size_t n)
+{
+    if (v->trims_unsorted) {
+        for (size_t i = v->ntrims; i-- > 0;)
+            if (bcmp_(v->trims[i].key, v->trims[i].klen, k, n) == 0) return &v->trims[i];
+        return NULL;
+    }
+    size_t lo = 0, hi = v->ntrims;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = bcmp_(v->trims[mid].key, v->trims[mid].klen, k, n);
+        if (c == 0) return &v->trims[mid];
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return NULL;
 }
 
 static void rowkeys_clear(ev_vtab *v)
@@ -761,8 +802,8 @@ static int ev_disconnect(sqlite3_vtab *vt)
     rowkeys_clear(v);
     sqlite3_free(v->recs);
     sqlite3_free(v->trims);
-    sqlite3_free(v->sp_recs);
-    sqlite3_free(v->sp_trims);
+    for (int i = 0; i < v->capsp; i++) sqlite3_free(v->sps[i].next_del);
+    sqlite3_free(v->sps);
     sqlite3_free(v->rowkeys);
     od_vtab_handle_release(v->es);
     conn_unref(v->conn);
@@ -1101,23 +1142,23 @@ static int ev_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *out)
     if (i && v->rowkeys[i - 1].n == c->rec.klen && memcmp(v->rowkeys[i - 1].p, c->rec.key, c->rec.klen) == 0) {
         i--;
     } else {
-        for (i = 0; i < v->nrowkeys; i++)
-            if (v->rowkeys[i].n == c->rec.klen && memcmp(v->rowkeys[i].p, c->rec.key, c->rec.klen) == 0) break;
-        if (i == v->nrowkeys) {
-            if (v->nrowkeys >= ((size_t)1 << 22)) rowkeys_clear(v), i = 0;
-            if (v->nrowkeys == v->caprowkeys) {
-                size_t cap = v->caprowkeys ? 2 * v->caprowkeys : 16;
-                keybuf *nk = sqlite3_realloc64(v->rowkeys, cap * sizeof *nk);
-                if (!nk) return SQLITE_NOMEM;
-                v->rowkeys = nk;
-                v->caprowkeys = cap;
-            }
-            v->rowkeys[i].p = sqlite3_malloc64(c->rec.klen + 1);
-            if (!v->rowkeys[i].p) return SQLITE_NOMEM;
-            memcpy(v->rowkeys[i].p, c->rec.key, c->rec.klen);
-            v->rowkeys[i].n = c->rec.klen;
-            v->nrowkeys++;
+        /* a key other than the previous row's gets a new entry (rows come in key order; a key
+         * met again later just gets a second index: both name the same key). Searching every
+         * entry here made a DELETE over many keys quadratic. */
+        if (v->nrowkeys >= ((size_t)1 << 22)) rowkeys_clear(v);
+        i = v->nrowkeys;
+        if (v->nrowkeys == v->caprowkeys) {
+            size_t cap = v->caprowkeys ? 2 * v->caprowkeys : 16;
+            keybuf *nk = sqlite3_realloc64(v->rowkeys, cap * sizeof *nk);
+            if (!nk) return SQLITE_NOMEM;
+            v->rowkeys = nk;
+            v->caprowkeys = cap;
         }
+        v->rowkeys[i].p = sqlite3_malloc64(c->rec.klen + 1);
+        if (!v->rowkeys[i].p) return SQLITE_NOMEM;
+        memcpy(v->rowkeys[i].p, c->rec.key, c->rec.klen);
+        v->rowkeys[i].n = c->rec.klen;
+        v->nrowkeys++;
     }
     *out = (sqlite3_int64)(((uint64_t)i << ROWID_SEQ_BITS) | (c->rec.seq & ((UINT64_C(1) << ROWID_SEQ_BITS) - 1)));
     return SQLITE_OK;
@@ -1236,7 +1277,8 @@ static int ev_insert(ev_vtab *v, sqlite3_value **argv)
     sqlite3_value *xv = sqlite3_value_type(ev) != SQLITE_NULL ? ev : sv;
     if (sqlite3_value_type(xv) != SQLITE_NULL) {
         if (sqlite3_value_type(xv) != SQLITE_INTEGER || sqlite3_value_int64(xv) < 0)
-            return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: expected_seq must be a non-negative INTEGER");
+            return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: %s must be a non-negative INTEGER",
+                            xv == ev ? "expected_seq" : "seq");
         expected = sqlite3_value_int64(xv);
     }
     pend_rec r;
@@ -1287,9 +1329,7 @@ static int ev_delete(ev_vtab *v, sqlite3_int64 rowid)
     uint64_t seq = (uint64_t)rowid & ((UINT64_C(1) << ROWID_SEQ_BITS) - 1);
     if (ki >= v->nrowkeys) return vt_error(&v->base, SQLITE_ERROR, "eventstore: DELETE of an unknown row");
     keybuf *k = &v->rowkeys[ki];
-    pend_trim *t = NULL;
-    for (size_t i = 0; i < v->ntrims; i++)
-        if (v->trims[i].klen == k->n && memcmp(v->trims[i].key, k->p, k->n) == 0) t = &v->trims[i];
+    pend_trim *t = find_trim(v, k->p, k->n);
     if (!t) {
         /* the first visible record of the key now */
         od_ev_read_opts ro = {.from = OD_EV_FROM_SEQ, .max_count = 1};
@@ -1308,6 +1348,8 @@ static int ev_delete(ev_vtab *v, sqlite3_int64 rowid)
             v->trims = nt;
             v->captrims = cap;
         }
+        if (v->ntrims && bcmp_(v->trims[v->ntrims - 1].key, v->trims[v->ntrims - 1].klen, k->p, k->n) > 0)
+            v->trims_unsorted = 1;
         t = &v->trims[v->ntrims];
         t->key = sqlite3_malloc64(k->n + 1);
         if (!t->key) return SQLITE_NOMEM;
@@ -1317,6 +1359,7 @@ static int ev_delete(ev_vtab *v, sqlite3_int64 rowid)
         t->next_del = first;
         v->ntrims++;
     }
+    if (seq >= t->first && seq < t->next_del) return SQLITE_OK; /* an earlier DELETE of this transaction */
     if (seq != t->next_del)
         return vt_error(&v->base, SQLITE_CONSTRAINT,
                         "eventstore: DELETE can only remove the oldest records of a key (a prefix of its log), "
@@ -1372,11 +1415,17 @@ static int ev_sync(sqlite3_vtab *vt)
         sqlite3_free(in);
         sqlite3_free(seqs);
     }
-    for (size_t i = 0; !rc && i < v->ntrims; i++) {
-        pend_trim *t = &v->trims[i];
-        if (t->next_del == t->first) continue;
-        int orc = od_ev_trim(v->es, t->key, t->klen, t->next_del, &err);
-        if (orc) rc = set_od_err(vt, &err, "");
+    if (!rc && v->ntrims) { /* all trims durable together: one WAL write, not one per key */
+        od_ev_trim_in *tin = sqlite3_malloc64(v->ntrims * sizeof *tin);
+        if (!tin) rc = SQLITE_NOMEM;
+        size_t nt = 0;
+        for (size_t i = 0; !rc && i < v->ntrims; i++) {
+            pend_trim *t = &v->trims[i];
+            if (t->next_del == t->first) continue;
+            tin[nt++] = (od_ev_trim_in){t->key, t->klen, t->next_del};
+        }
+        if (!rc && nt && od_ev_trim_many(v->es, tin, nt, &err)) rc = set_od_err(vt, &err, "");
+        sqlite3_free(tin);
     }
     pending_clear(v, 0, 0);
     return rc;
@@ -1397,16 +1446,28 @@ static int ev_savepoint(sqlite3_vtab *vt, int i)
 {
     ev_vtab *v = (ev_vtab *)vt;
     if (i < 0) return SQLITE_OK;
-    if (i >= v->nsp) {
-        int *a = sqlite3_realloc64(v->sp_recs, (size_t)(i + 1) * sizeof *a);
+    if (i >= v->capsp) {
+        sp_state *a = sqlite3_realloc64(v->sps, (size_t)(i + 1) * sizeof *a);
         if (!a) return SQLITE_NOMEM;
-        v->sp_recs = a;
-        int *b = sqlite3_realloc64(v->sp_trims, (size_t)(i + 1) * sizeof *b);
-        if (!b) return SQLITE_NOMEM;
-        v->sp_trims = b;
+        memset(a + v->capsp, 0, (size_t)(i + 1 - v->capsp) * sizeof *a);
+        v->sps = a;
+        v->capsp = i + 1;
     }
-    v->sp_recs[i] = (int)v->nrecs;
-    v->sp_trims[i] = (int)v->ntrims;
+    /* savepoints opened before this table joined the transaction: nothing was pending then */
+    for (int j = v->nsp; j < i; j++) {
+        sqlite3_free(v->sps[j].next_del);
+        v->sps[j] = (sp_state){0, 0, NULL};
+    }
+    sp_state *sp = &v->sps[i];
+    sqlite3_free(sp->next_del);
+    sp->next_del = NULL;
+    if (v->ntrims) {
+        sp->next_del = sqlite3_malloc64(v->ntrims * sizeof *sp->next_del);
+        if (!sp->next_del) return SQLITE_NOMEM;
+        for (size_t j = 0; j < v->ntrims; j++) sp->next_del[j] = v->trims[j].next_del;
+    }
+    sp->nrecs = v->nrecs;
+    sp->ntrims = v->ntrims;
     v->nsp = i + 1;
     return SQLITE_OK;
 }
@@ -1422,7 +1483,9 @@ static int ev_rollback_to(sqlite3_vtab *vt, int i)
 {
     ev_vtab *v = (ev_vtab *)vt;
     if (i < 0 || i >= v->nsp) return SQLITE_OK;
-    pending_clear(v, (size_t)v->sp_recs[i], (size_t)v->sp_trims[i]);
+    const sp_state *sp = &v->sps[i];
+    pending_clear(v, sp->nrecs, sp->ntrims);
+    for (size_t j = 0; j < sp->ntrims; j++) v->trims[j].next_del = sp->next_del[j];
     v->nsp = i + 1;
     return SQLITE_OK;
 }
@@ -1470,6 +1533,8 @@ typedef struct keys_vtab {
     char *uri;
     pend_key *ops;
     size_t nops, capops;
+    size_t *sp_nops;         /* savepoint i → nops at its start */
+    int nsp, capsp;
     keybuf *rowkeys;
     size_t nrowkeys, caprowkeys;
 } keys_vtab;
@@ -1513,6 +1578,7 @@ static int k_disconnect(sqlite3_vtab *vt)
     keys_vtab *v = (keys_vtab *)vt;
     keys_pending_clear(v);
     sqlite3_free(v->ops);
+    sqlite3_free(v->sp_nops);
     sqlite3_free(v->rowkeys);
     od_vtab_handle_release(v->es);
     conn_unref(v->conn);
@@ -1759,6 +1825,7 @@ static int k_update(sqlite3_vtab *vt, int argc, sqlite3_value **argv, sqlite3_in
 static int k_begin(sqlite3_vtab *vt)
 {
     keys_pending_clear((keys_vtab *)vt);
+    ((keys_vtab *)vt)->nsp = 0;
     return SQLITE_OK;
 }
 
@@ -1782,11 +1849,46 @@ static int k_sync(sqlite3_vtab *vt)
 static int k_commit(sqlite3_vtab *vt)
 {
     keys_pending_clear((keys_vtab *)vt);
+    ((keys_vtab *)vt)->nsp = 0;
+    return SQLITE_OK;
+}
+
+/* Savepoints (also SQLite's statement savepoints: a failed statement inside a transaction
+ * rolls back to one) truncate the pending key operations. */
+static int k_savepoint(sqlite3_vtab *vt, int i)
+{
+    keys_vtab *v = (keys_vtab *)vt;
+    if (i < 0) return SQLITE_OK;
+    if (i >= v->capsp) {
+        size_t *a = sqlite3_realloc64(v->sp_nops, (size_t)(i + 1) * sizeof *a);
+        if (!a) return SQLITE_NOMEM;
+        v->sp_nops = a;
+        v->capsp = i + 1;
+    }
+    for (int j = v->nsp; j < i; j++) v->sp_nops[j] = 0; /* opened before this table joined */
+    v->sp_nops[i] = v->nops;
+    v->nsp = i + 1;
+    return SQLITE_OK;
+}
+
+static int k_release(sqlite3_vtab *vt, int i)
+{
+    keys_vtab *v = (keys_vtab *)vt;
+    if (i < v->nsp) v->nsp = i;
+    return SQLITE_OK;
+}
+
+static int k_rollback_to(sqlite3_vtab *vt, int i)
+{
+    keys_vtab *v = (keys_vtab *)vt;
+    if (i < 0 || i >= v->nsp) return SQLITE_OK;
+    while (v->nops > v->sp_nops[i]) sqlite3_free(v->ops[--v->nops].key);
+    v->nsp = i + 1;
     return SQLITE_OK;
 }
 
 static sqlite3_module keys_module = {
-    .iVersion = 1,
+    .iVersion = 2,
     .xCreate = k_connect,
     .xConnect = k_connect,
     .xBestIndex = k_best_index,
@@ -1804,6 +1906,9 @@ static sqlite3_module keys_module = {
     .xSync = k_sync,
     .xCommit = k_commit,
     .xRollback = k_commit,
+    .xSavepoint = k_savepoint,
+    .xRelease = k_release,
+    .xRollbackTo = k_rollback_to,
 };
 
 /* ---------------------------------------------------------------- functions, registration */
@@ -1824,7 +1929,8 @@ static void fn_follow(sqlite3_context *ctx, int argc, sqlite3_value **argv)
 {
     (void)argc;
     const char *uri = (const char *)sqlite3_value_text(argv[0]);
-    od_eventstore *es = uri ? od_vtab_handle_find(KIND, uri) : NULL;
+    /* hold a reference while waiting: the tables on the store may go away meanwhile */
+    od_eventstore *es = uri ? od_vtab_handle_find_ref(KIND, uri) : NULL;
     if (!es) {
         sqlite3_result_error(ctx, "eventstore_follow: no eventstore table is open on that URI in this process", -1);
         return;
@@ -1834,11 +1940,13 @@ static void fn_follow(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         sqlite3_value_type(argv[3]) != SQLITE_INTEGER || sqlite3_value_int64(argv[3]) < 0) {
         sqlite3_result_error(ctx, "eventstore_follow: arguments are (uri TEXT, key TEXT, from_seq INTEGER >= 0, "
                                   "timeout_ms INTEGER >= 0)", -1);
+        od_vtab_handle_release(es);
         return;
     }
     od_err err = {0};
     int rc = od_ev_follow(es, sqlite3_value_text(argv[1]), (size_t)sqlite3_value_bytes(argv[1]),
                           (uint64_t)sqlite3_value_int64(argv[2]), sqlite3_value_int64(argv[3]), &err);
+    od_vtab_handle_release(es);
     if (rc == OD_OK) sqlite3_result_int(ctx, 1);
     else if (rc == OD_TIMEOUT) sqlite3_result_int(ctx, 0);
     else {

@@ -646,7 +646,8 @@ int od_ev_set_retention(od_eventstore *es, const void *key, size_t klen, int64_t
 }
 
 /* Trim (before_seq) or delete (del=1) under mu. */
-static int trim_locked(od_eventstore *es, const void *key, size_t klen, uint64_t before, int del, od_err *err)
+static int trim_locked(od_eventstore *es, const void *key, size_t klen, uint64_t before, int del, int flush,
+                       od_err *err)
 {
     es_meta m;
     int exists;
@@ -689,7 +690,7 @@ static int trim_locked(od_eventstore *es, const void *key, size_t klen, uint64_t
         s = e;
     }
     od_batch_free(b);
-    if (!rc) rc = od_db_flush(es->db, 0, err);
+    if (!rc && flush) rc = od_db_flush(es->db, 0, err);
     return rc;
 }
 
@@ -699,8 +700,30 @@ int od_ev_trim(od_eventstore *es, const void *key, size_t klen, uint64_t before_
     if (rc) return rc;
     if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
     pthread_mutex_lock(&es->mu);
-    rc = trim_locked(es, key, klen, before_seq, 0, err);
+    rc = trim_locked(es, key, klen, before_seq, 0, 1, err);
     pthread_mutex_unlock(&es->mu);
+    return rc;
+}
+
+/* Many trims, made durable together: one WAL flush at the end instead of one per key. */
+int od_ev_trim_many(od_eventstore *es, const od_ev_trim_in *t, size_t n, od_err *err)
+{
+    if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
+    int rc = OD_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        rc = check_key(t[i].key, t[i].klen, err);
+        if (rc) break;
+        pthread_mutex_lock(&es->mu);
+        rc = trim_locked(es, t[i].key, t[i].klen, t[i].before_seq, 0, 0, err);
+        pthread_mutex_unlock(&es->mu);
+    }
+    /* flush even after an error: the trims already written are durable as with od_ev_trim */
+    od_err ferr = {0};
+    int frc = n ? od_db_flush(es->db, 0, &ferr) : OD_OK;
+    if (!rc && frc) {
+        if (err) *err = ferr;
+        rc = frc;
+    }
     return rc;
 }
 
@@ -710,7 +733,7 @@ int od_ev_delete_key(od_eventstore *es, const void *key, size_t klen, od_err *er
     if (rc) return rc;
     if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
     pthread_mutex_lock(&es->mu);
-    rc = trim_locked(es, key, klen, 0, 1, err);
+    rc = trim_locked(es, key, klen, 0, 1, 1, err);
     pthread_mutex_unlock(&es->mu);
     return rc;
 }

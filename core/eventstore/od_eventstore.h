@@ -133,6 +133,14 @@ int od_ev_set_retention(od_eventstore *es, const void *key, size_t klen, int64_t
                         od_err *err);
 /* Remove every record of seq < before_seq (clamped to next_seq). OD_NOTFOUND for no key. */
 int od_ev_trim(od_eventstore *es, const void *key, size_t klen, uint64_t before_seq, od_err *err);
+/* od_ev_trim for n keys, made durable with one WAL write at the end (not one per key). Stops at
+ * the first error; the keys trimmed before it stay trimmed (and durable). */
+typedef struct od_ev_trim_in {
+    const void *key;
+    size_t klen;
+    uint64_t before_seq;
+} od_ev_trim_in;
+int od_ev_trim_many(od_eventstore *es, const od_ev_trim_in *t, size_t n, od_err *err);
 /* Delete the key and all its records; a later append starts again at sequence 0. */
 int od_ev_delete_key(od_eventstore *es, const void *key, size_t klen, od_err *err);
 

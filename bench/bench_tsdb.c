@@ -43,6 +43,13 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static double cpu_s(void) /* CPU time of the calling thread: robust on a shared machine */
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static long rss_kb(void)
 {
     FILE *f = fopen("/proc/self/status", "r");
@@ -225,11 +232,13 @@ static void api_query(od_tsdb *t, const char *metric, int64_t lo, int64_t hi, ui
     od_tsdb_read_close(r);
 }
 
-static double sql_query(sqlite3 *db, const char *sql, const char *metric, int64_t lo, int64_t hi, sqlite3_int64 *cnt,
-                        double *sum)
+static double last_cpu; /* thread CPU seconds of the last sql_query (best run) */
+
+static double sql_query1(sqlite3 *db, const char *sql, const char *metric, int64_t lo, int64_t hi, sqlite3_int64 *cnt,
+                         double *sum, double *cpu)
 {
     sqlite3_stmt *st;
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL)) { fprintf(stderr, "prepare %s: %s\n", sql, sqlite3_errmsg(db)); exit(1); }
     if (metric) {
         sqlite3_bind_text(st, 1, metric, -1, SQLITE_STATIC);
@@ -240,7 +249,23 @@ static double sql_query(sqlite3 *db, const char *sql, const char *metric, int64_
     *cnt = sqlite3_column_int64(st, 0);
     *sum = sqlite3_column_double(st, 1);
     sqlite3_finalize(st);
+    *cpu = cpu_s() - c0;
     return now_s() - t0;
+}
+
+/* Best of OD_BENCH_REPS (default 3) runs: wall time returned, CPU time in last_cpu. */
+static double sql_query(sqlite3 *db, const char *sql, const char *metric, int64_t lo, int64_t hi, sqlite3_int64 *cnt,
+                        double *sum)
+{
+    int reps = getenv("OD_BENCH_REPS") ? atoi(getenv("OD_BENCH_REPS")) : 3;
+    double best = 1e300, bestc = 1e300, c;
+    for (int i = 0; i < (reps > 0 ? reps : 1); i++) {
+        double w = sql_query1(db, sql, metric, lo, hi, cnt, sum, &c);
+        if (w < best) best = w;
+        if (c < bestc) bestc = c;
+    }
+    last_cpu = bestc;
+    return best;
 }
 
 static int64_t dir_bytes(const char *path)
@@ -407,9 +432,14 @@ int main(int argc, char **argv)
     uint64_t warm_req = requests(od_tsdb_db(t)) - r0;
     uint64_t acnt;
     double asum;
-    q0 = now_s();
-    api_query(t, NULL, INT64_MIN, INT64_MAX, &acnt, &asum);
-    double api_all = now_s() - q0;
+    double api_all = 1e300, api_all_cpu = 1e300;
+    for (int i = 0; i < 3; i++) {
+        double cq0 = cpu_s();
+        q0 = now_s();
+        api_query(t, NULL, INT64_MIN, INT64_MAX, &acnt, &asum);
+        if (now_s() - q0 < api_all) api_all = now_s() - q0;
+        if (cpu_s() - cq0 < api_all_cpu) api_all_cpu = cpu_s() - cq0;
+    }
     od_tsdb_close(t, &e);
 
     sqlite3_open(sqlpath, &sdb);
@@ -417,8 +447,9 @@ int main(int argc, char **argv)
     double ssum, sasum;
     const char *nq = "SELECT count(*), sum(value) FROM samples WHERE metric = ? AND ts BETWEEN ? AND ?";
     sql_query(sdb, nq, qm, lo, hi, &scnt, &ssum); /* warm the page cache */
-    double nat_q = sql_query(sdb, nq, qm, lo, hi, &scnt, &ssum);
+    double nat_q = sql_query(sdb, nq, qm, lo, hi, &scnt, &ssum), nat_q_cpu = last_cpu;
     double nat_all = sql_query(sdb, "SELECT count(*), sum(value) FROM samples", NULL, 0, 0, &sacnt, &sasum);
+    double nat_all_cpu = last_cpu;
     sqlite3_close(sdb);
 
     /* the vtab, loaded from the extension, on the same store */
@@ -431,7 +462,7 @@ int main(int argc, char **argv)
         else snprintf(ext, sizeof ext, ".");
         strncat(ext, "/../opendata.so", sizeof ext - strlen(ext) - 1);
     }
-    double vt_q = -1, vt_all = -1;
+    double vt_q = -1, vt_all = -1, vt_q_cpu = -1, vt_all_cpu = -1;
     sqlite3_int64 vcnt = -1, vacnt = -1;
     double vsum = 0, vasum = 0;
     sqlite3_open(":memory:", &sdb);
@@ -443,7 +474,9 @@ int main(int argc, char **argv)
             const char *vq = "SELECT count(*), sum(value) FROM m WHERE metric = ? AND ts BETWEEN ? AND ?";
             sql_query(sdb, vq, qm, lo, hi, &vcnt, &vsum); /* warm */
             vt_q = sql_query(sdb, vq, qm, lo, hi, &vcnt, &vsum);
+            vt_q_cpu = last_cpu;
             vt_all = sql_query(sdb, "SELECT count(*), sum(value) FROM m", NULL, 0, 0, &vacnt, &vasum);
+            vt_all_cpu = last_cpu;
         } else {
             fprintf(stderr, "vtab: %s\n", err);
         }
@@ -460,6 +493,12 @@ int main(int argc, char **argv)
            vt_q > 0 ? nat_q / vt_q : 0);
     printf("| count,sum over all rows (%llu) | %.0f ms | %.0f ms | %.0f ms | %.2f× |\n\n", (unsigned long long)acnt,
            api_all * 1e3, vt_all * 1e3, nat_all * 1e3, vt_all > 0 ? nat_all / vt_all : 0);
+    printf("CPU time of the querying thread (best of the runs; robust when the machine is shared):\n\n");
+    printf("| query (CPU) | engine API | tsdb vtab (SQL) | native SQLite | native / vtab |\n|---|---|---|---|---|\n");
+    printf("| metric + 6 h range | | %.1f ms | %.1f ms | %.2f× |\n", vt_q_cpu * 1e3, nat_q_cpu * 1e3,
+           vt_q_cpu > 0 ? nat_q_cpu / vt_q_cpu : 0);
+    printf("| all rows | %.0f ms | %.0f ms | %.0f ms | %.2f× |\n\n", api_all_cpu * 1e3, vt_all_cpu * 1e3,
+           nat_all_cpu * 1e3, vt_all_cpu > 0 ? nat_all_cpu / vt_all_cpu : 0);
     printf("| object-store requests for the metric query | |\n|---|---|\n| cold (fresh handle) | %llu |\n| warm | %llu |\n\n",
            (unsigned long long)cold_req, (unsigned long long)warm_req);
     int ok = (uint64_t)scnt == cnt && (vcnt < 0 || (uint64_t)vcnt == cnt) && (uint64_t)sacnt == acnt &&

@@ -3,7 +3,9 @@
  *
  * Usage:
  *   CREATE VIRTUAL TABLE m USING tsdb('<store uri>' [, retention=30d] [, bucket=2h]
- *                                      [, mode=lazy|writer|readonly]);
+ *                                      [, mode=lazy|writer|readonly] [, compact_interval=30s]);
+ *   (compact_interval: how often the writer's background thread merges chunk fragments;
+ *    0 = never, only tsdb_compact(); the first table opened on a store in a process sets it)
  *   INSERT INTO m(metric, labels, ts, value) VALUES ('up', '{"job":"api"}', 1700000000000, 1);
  *   SELECT metric, labels, ts, value FROM m WHERE metric = 'up' AND ts BETWEEN ? AND ?;
  *   SELECT * FROM m WHERE selector = 'http_requests_total{code=~"5.."}';
@@ -223,13 +225,16 @@ static int parse_args(int argc, const char *const *argv, targs *a, char **pzErr)
         } else if (strcmp(key, "bucket") == 0) {
             if (parse_duration(val, &ms) && ms >= 1000) a->o.bucket_ms = ms;
             else rc = SQLITE_ERROR;
+        } else if (strcmp(key, "compact_interval") == 0) {
+            if (parse_duration(val, &ms)) a->o.compact_interval_ms = ms; /* 0 = off */
+            else rc = SQLITE_ERROR;
         } else if (strcmp(key, "mode") == 0) {
             if (strcmp(val, "lazy") == 0) a->o.mode = OD_TSDB_LAZY_WRITER;
             else if (strcmp(val, "writer") == 0) a->o.mode = OD_TSDB_WRITER;
             else if (strcmp(val, "readonly") == 0) a->o.mode = OD_TSDB_READ_ONLY;
             else rc = SQLITE_ERROR;
         } else {
-            *pzErr = sqlite3_mprintf("%s: unknown option \"%s\" (known: retention, bucket, mode)", argv[0], key);
+            *pzErr = sqlite3_mprintf("%s: unknown option \"%s\" (known: retention, bucket, mode, compact_interval)", argv[0], key);
             rc = SQLITE_ERROR;
         }
         if (rc == SQLITE_ERROR && !*pzErr)
@@ -569,6 +574,8 @@ typedef struct tcur {
     size_t nsets, si;
     const od_labels *ls;
     od_sample_iter *it;
+    const od_sample *blk;       /* the iterator's current block: rows are blk[bpos..bn) */
+    size_t bn, bpos;
     char *json;                 /* labels JSON of the current series */
     sqlite3_int64 limit, skip;  /* limit < 0: none */
     /* companions: materialized rows */
@@ -590,6 +597,8 @@ static void cur_reset(tcur *c)
 {
     od_sample_iter_free(c->it);
     c->it = NULL;
+    c->blk = NULL;
+    c->bn = c->bpos = 0;
     for (size_t i = 0; i < c->nsets; i++) od_series_set_free(c->sets[i]);
     sqlite3_free(c->sets);
     c->sets = NULL;
@@ -623,14 +632,20 @@ static int cur_err(tcur *c, const od_err *e)
     return od_to_sqlite(e->code);
 }
 
-/* Advance the main cursor to the next sample (across series and sets). */
+/* Make blk[bpos] the current sample, moving to the next block, series and set as needed.
+ * Rows are served from the iterator's block (an array of a whole bucket of the series), so
+ * xNext is an increment and xColumn an array read; the engine is called once per block. */
 static int main_step(tcur *c)
 {
     od_err e;
     od_err_clear(&e);
     for (;;) {
         if (c->it) {
-            if (od_sample_iter_valid(c->it)) return SQLITE_OK;
+            if (c->bpos < c->bn) return SQLITE_OK;
+            if (c->bn && od_sample_iter_advance(c->it, c->bn, &e)) return cur_err(c, &e);
+            od_sample_iter_block(c->it, &c->blk, &c->bn);
+            c->bpos = 0;
+            if (c->bn) return SQLITE_OK;
             od_sample_iter_free(c->it);
             c->it = NULL;
         }
@@ -654,14 +669,14 @@ static int main_step(tcur *c)
         c->json = sqlite3_mprintf("%s", (char *)j.data);
         od_buf_free(&j);
         if (!c->json) return SQLITE_NOMEM;
+        c->bn = c->bpos = 0;
         if (od_series_set_samples(c->sets[c->si], &c->it, &e)) return cur_err(c, &e);
     }
 }
 
 static int main_next(tcur *c)
 {
-    od_err e;
-    if (c->it && od_sample_iter_next(c->it, &e)) return cur_err(c, &e);
+    if (++c->bpos < c->bn) return SQLITE_OK;
     return main_step(c);
 }
 
@@ -709,9 +724,9 @@ static int xColumn(sqlite3_vtab_cursor *pc, sqlite3_context *ctx, int col)
         break;
     }
     case COL_LABELS: sqlite3_result_text(ctx, c->json, -1, SQLITE_TRANSIENT); break;
-    case COL_TS: sqlite3_result_int64(ctx, od_sample_iter_at(c->it).t); break;
+    case COL_TS: sqlite3_result_int64(ctx, c->blk[c->bpos].t); break;
     case COL_VALUE: {
-        double d = od_sample_iter_at(c->it).v;
+        double d = c->blk[c->bpos].v;
         if (!isnan(d)) sqlite3_result_double(ctx, d);
         break;
     }

@@ -222,7 +222,11 @@ int od_ev_open(const char *uri, const od_ev_options *opts, od_eventstore **out, 
     dbo.compaction_filter_ctx = es;
     rc = od_db_open(uri, &dbo, &es->db, err);
     if (rc) {
-        od_err_prefix(err, "eventstore: opening %s", uri);
+        {
+            char shown[512];
+            od_uri_redact(uri, shown, sizeof shown);
+            od_err_prefix(err, "eventstore: opening %s", shown);
+        }
         goto fail;
     }
     rc = check_header(es, err);

@@ -187,6 +187,7 @@ struct compact_ctx {
     size_t nruns_in;
     od_sst_desc *out;
     size_t nout;
+    int64_t first_out_ms; /* when the first output object was written (0 = none yet) */
 };
 
 static int has_id(const od_sst_desc *d, size_t n, const char *id)
@@ -206,6 +207,14 @@ static int compact_edit(void *ctx, od_manifest *m, od_err *err)
     if (m->compactor_epoch > c->db->compactor_epoch)
         return od_err_set(err, OD_FENCED, "fenced: a newer compactor (epoch %llu) took over this store (ours was %llu)",
                           (unsigned long long)m->compactor_epoch, (unsigned long long)c->db->compactor_epoch);
+    /* Uncommitted outputs are protected from GC only by their age (gc_min_age_ms). A compaction
+     * that ran for more than half of that may have lost its first outputs to a GC pass (ours or
+     * another process's): never commit a manifest that could point at a deleted object. */
+    if (c->first_out_ms && od_now_ms() - c->first_out_ms > (int64_t)c->db->o.gc_min_age_ms / 2)
+        return od_err_set(err, OD_CONFLICT,
+                          "compaction: outputs are older than half the GC minimum age (%u ms); not committing "
+                          "them (raise gc_min_age_ms for compactions this long)",
+                          c->db->o.gc_min_age_ms);
     /* every input must still be there, and the input runs must be the newest ones */
     for (size_t i = 0; i < ts->nl0; i++)
         if (!has_id(m->l0, m->nl0, ts->l0[i]->desc.id))
@@ -268,6 +277,7 @@ static int emit_table(od_db *db, od_sst_builder **b, struct compact_ctx *c, uint
     od_sst_desc *n = realloc(c->out, (c->nout + 1) * sizeof *n);
     if (!n) return od_err_set(err, OD_NOMEM, "compaction: out of memory");
     c->out = n;
+    if (!c->first_out_ms) c->first_out_ms = od_now_ms();
     int rc = od_table_build_and_put(db, *b, &c->out[c->nout], err);
     if (rc) return rc;
     *bytes_out += c->out[c->nout].size;
@@ -288,7 +298,7 @@ int od_compact_run(od_db *db, int force, int *did, od_err *err)
     int rc = OD_OK;
     od_sst_builder *b = NULL;
     od_merge *mg = NULL;
-    struct compact_ctx c = {db, ts, 0, NULL, 0};
+    struct compact_ctx c = {db, ts, 0, NULL, 0, 0};
     uint64_t in_bytes = 0, out_bytes = 0;
     int work = force ? (ts->nl0 > 0 || ts->nruns > 1) : ts->nl0 >= (size_t)db->o.l0_compaction_trigger;
     if (!work) goto out;

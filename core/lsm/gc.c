@@ -5,10 +5,10 @@
  *   - the latest manifest version, every version younger than gc_min_age_ms, and every
  *     version pinned by an unexpired checkpoint of the latest version are KEPT; older
  *     manifest versions are deleted (never the latest);
- *   - a collection is referenced when a kept manifest version lists it or an in-process
- *     version (current view, live snapshots) holds it; unreferenced collections are deleted
- *     only when older than gc_min_age_ms (so a flush or compaction that wrote its output but
- *     has not committed it yet is safe);
+ *   - a collection is referenced when a kept manifest version lists it or it is open in this
+ *     process (current view, live snapshots, iterators, compaction inputs); unreferenced
+ *     collections are deleted only when older than gc_min_age_ms (so a flush or compaction
+ *     that wrote its output but has not committed it yet is safe, if it commits within that);
  *   - a WAL object is deleted when its id is below the smallest wal_replay_from of the kept
  *     versions, it is older than gc_min_age_ms, and it is not the highest WAL id in the
  *     store (the newest object — normally a fence or the tail — always stays, so the next
@@ -115,16 +115,6 @@ static int add_manifest_ids(idset *s, const od_manifest *m)
     return OD_OK;
 }
 
-static int add_tset_ids(idset *s, const od_tset *ts)
-{
-    for (size_t i = 0; i < ts->nl0; i++)
-        if (idset_add(s, ts->l0[i]->desc.id)) return OD_NOMEM;
-    for (size_t r = 0; r < ts->nruns; r++)
-        for (size_t i = 0; i < ts->runs[r].n; i++)
-            if (idset_add(s, ts->runs[r].t[i]->desc.id)) return OD_NOMEM;
-    return OD_OK;
-}
-
 static int parse_num(const char *key, const char *prefix, const char *suffix, uint64_t *v)
 {
     size_t pl = strlen(prefix), sl = strlen(suffix), kl = strlen(key);
@@ -163,11 +153,11 @@ int od_gc_run(od_db *db, od_err *err)
     uint64_t min_replay = latest.wal_replay_from;
     if ((rc = add_manifest_ids(&ids, &latest))) goto oom;
 
-    /* in-process views */
-    pthread_mutex_lock(&db->mu);
-    rc = add_tset_ids(&ids, db->cur->ts);
-    for (od_snapshot *s = db->snaps; !rc && s; s = s->next) rc = add_tset_ids(&ids, s->v->ts);
-    pthread_mutex_unlock(&db->mu);
+    /* in-process views: every open table, whoever holds it (current view, snapshots,
+     * iterators, a compaction's inputs) */
+    pthread_mutex_lock(&db->tmu);
+    for (od_table *t = db->tables; !rc && t; t = t->reg_next) rc = idset_add(&ids, t->desc.id);
+    pthread_mutex_unlock(&db->tmu);
     if (rc) goto oom;
 
     /* manifests */

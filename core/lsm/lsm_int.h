@@ -11,7 +11,7 @@
  *   - the latest manifest this handle knows (man_mu serialises commits of this process);
  *   - background threads: the WAL flusher (also renews the writer lease) and the worker
  *     (memtable flushes to L0, compaction, GC).
- * Lock order: fmu/cmu → man_mu → wmu → mu.
+ * Lock order: fmu/cmu → man_mu → wmu → mu; tmu (the open-table registry) is a leaf.
  */
 #ifndef OD_LSM_INT_H
 #define OD_LSM_INT_H
@@ -34,6 +34,7 @@ typedef struct od_table {
     od_store *store;
     od_sst *sst;
     struct od_db *db;
+    struct od_table *reg_prev, *reg_next; /* db->tables, under db->tmu */
 } od_table;
 
 typedef struct od_vrun {
@@ -111,12 +112,21 @@ struct od_db {
     pthread_mutex_t man_mu;
     od_manifest man;
 
+    /* every open table (any version, snapshot, iterator or compaction may hold it): GC keeps
+     * their objects. tmu is a leaf lock (taken last, nothing taken under it). */
+    pthread_mutex_t tmu;
+    od_table *tables;
+
     pthread_mutex_t fmu; /* serialises memtable flushes */
     pthread_mutex_t cmu; /* serialises compactions */
 
     /* lease */
     char lease_etag[OD_ETAG_MAX];
     int64_t lease_renewed_ms;
+    /* (WAL thread) start time of the last request that proved no newer writer had fenced us
+     * (a lease renewal on our ETag, or a manifest read): a WAL PUT that ends long after it
+     * may have re-created a fence that GC deleted, so it is verified before it is acked */
+    int64_t fence_checked_ms;
 
     /* read-only follower */
     uint64_t ro_wal_next; /* next WAL id to read */

@@ -388,9 +388,24 @@ int od_manifest_update(od_store *s, od_manifest *cur, uint64_t committer_id, od_
                        od_err *err)
 {
     for (int tries = 0; tries < MF_MAX_TRIES; tries++) {
+        /* GC deletes old non-latest versions, so when *cur is stale the slot cur->version+1
+         * may be free again although newer versions exist: creating it would commit on top
+         * of an old state, invisible to everyone (a rollback). Make sure nothing newer than
+         * *cur exists before creating its successor (one LIST from *cur on). */
+        char after[64];
+        od_manifest_key(after, sizeof after, cur->version);
+        struct last_ctx lc = {0};
+        int rc = od_store_list(s, "manifest/", after, list_last_cb, &lc, err);
+        if (rc) return rc;
+        if (lc.last > cur->version) {
+            od_manifest fresh;
+            if ((rc = od_manifest_load_latest(s, 0, &fresh, err))) return rc;
+            od_manifest_free(cur);
+            *cur = fresh;
+        }
         od_manifest next;
         if (od_manifest_copy(&next, cur)) return od_err_set(err, OD_NOMEM, "manifest: out of memory");
-        int rc = edit(ctx, &next, err);
+        rc = edit(ctx, &next, err);
         if (rc) {
             od_manifest_free(&next);
             return rc;

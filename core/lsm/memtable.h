@@ -30,6 +30,20 @@ void od_mt_unref(od_memtable *m);
 /* Single writer. OD_OK / OD_NOMEM. */
 int od_mt_add(od_memtable *m, const uint8_t *key, size_t klen, uint64_t seq, uint8_t kind, int64_t expire_ms,
               const uint8_t *val, size_t vlen);
+
+/* One op of a batch for od_mt_add_batch (pointers are read during the call only). */
+typedef struct od_mt_op {
+    const uint8_t *key;
+    const uint8_t *val;
+    uint32_t klen, vlen;
+    uint8_t kind;
+    int64_t expire_ms;
+} od_mt_op;
+
+/* Single writer. Inserts ops[0..n) all with sequence number `seq`; the result is the same as
+ * od_mt_add of each op in array order. `ops` is reordered. OD_OK / OD_NOMEM (on NOMEM a
+ * prefix of the batch, in key order, may have been inserted). */
+int od_mt_add_batch(od_memtable *m, od_mt_op *ops, size_t n, uint64_t seq);
 size_t od_mt_bytes(const od_memtable *m);   /* arena bytes in use */
 uint64_t od_mt_count(const od_memtable *m); /* entries */
 uint64_t od_mt_max_seq(const od_memtable *m);

@@ -123,6 +123,31 @@ void od_store_close(od_store *s)
     if (s) s->ops->close(s);
 }
 
+void od_uri_redact(const char *uri, char *out, size_t n)
+{
+    static const char *const secret[] = {"secret_key=", "session_token="};
+    if (!n) return;
+    size_t w = 0;
+    const char *p = uri ? uri : "";
+    const char *q = strchr(p, '?');
+    while (*p && w + 1 < n) {
+        out[w++] = *p;
+        int at_param = q && p >= q && (*p == '?' || *p == '&');
+        p++;
+        if (!at_param) continue;
+        for (size_t i = 0; i < sizeof secret / sizeof *secret; i++) {
+            size_t l = strlen(secret[i]);
+            if (strncmp(p, secret[i], l) != 0) continue;
+            for (size_t k = 0; k < l && w + 1 < n; k++) out[w++] = p[k];
+            for (const char *r = "***"; *r && w + 1 < n; r++) out[w++] = *r;
+            p += l;
+            while (*p && *p != '&') p++;
+            break;
+        }
+    }
+    out[w] = 0;
+}
+
 int od_key_validate(const char *key, od_err *err)
 {
     if (!key || !*key) return od_err_set(err, OD_BADREQ, "objstore: empty object key");

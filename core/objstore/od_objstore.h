@@ -114,6 +114,10 @@ const char *od_store_describe(od_store *s);
  * max_delay_ms. Defaults: 6 attempts, 25 ms, 2000 ms. Values < 1 / < 0 keep the current one. */
 void od_store_set_retry(od_store *s, int max_attempts, int base_delay_ms, int max_delay_ms);
 
+/* Copy `uri` into out (size n, always NUL-terminated) with the values of credential
+ * parameters (secret_key, session_token) replaced by "***": the form to put in messages. */
+void od_uri_redact(const char *uri, char *out, size_t n);
+
 /* Validate a key (shared by all backends). OD_OK or OD_BADREQ with a message naming the key. */
 int od_key_validate(const char *key, od_err *err);
 

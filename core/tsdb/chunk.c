@@ -137,12 +137,10 @@ typedef struct bitr {
     int ok;
 } bitr;
 
-static uint64_t br_get(bitr *r, int nbits)
+/* The bit-by-byte path: the last bytes of a stream (fewer than 8 left), and reads that
+ * straddle 9 bytes. Same result as the fast path, one byte at a time. */
+static uint64_t br_get_slow(bitr *r, int nbits)
 {
-    if (!r->ok || r->pos + (size_t)nbits > r->len * 8) {
-        r->ok = 0;
-        return 0;
-    }
     uint64_t v = 0;
     while (nbits > 0) {
         size_t byte = r->pos >> 3;
@@ -157,7 +155,38 @@ static uint64_t br_get(bitr *r, int nbits)
     return v;
 }
 
-static int br_bit(bitr *r) { return (int)br_get(r, 1); }
+/* Read nbits (0…64) MSB-first. Past the end: 0 and ok = 0 (checked by the decoders). The
+ * fast path takes the bits from one big-endian 64-bit load. */
+static inline uint64_t br_get(bitr *r, int nbits)
+{
+    if (!r->ok || r->pos + (size_t)nbits > r->len * 8) {
+        r->ok = 0;
+        return 0;
+    }
+    if (nbits == 0) return 0;
+    size_t byte = r->pos >> 3;
+    int off = (int)(r->pos & 7);
+    if (byte + 8 <= r->len && off + nbits <= 64) {
+        uint64_t w = ((uint64_t)r->p[byte] << 56) | ((uint64_t)r->p[byte + 1] << 48) |
+                     ((uint64_t)r->p[byte + 2] << 40) | ((uint64_t)r->p[byte + 3] << 32) |
+                     ((uint64_t)r->p[byte + 4] << 24) | ((uint64_t)r->p[byte + 5] << 16) |
+                     ((uint64_t)r->p[byte + 6] << 8) | (uint64_t)r->p[byte + 7];
+        r->pos += (size_t)nbits;
+        return (w << off) >> (64 - nbits);
+    }
+    return br_get_slow(r, nbits);
+}
+
+static inline int br_bit(bitr *r)
+{
+    if (!r->ok || r->pos >= r->len * 8) {
+        r->ok = 0;
+        return 0;
+    }
+    int bit = (r->p[r->pos >> 3] >> (7 - (r->pos & 7))) & 1;
+    r->pos++;
+    return bit;
+}
 
 /* ---------------------------------------------------------------- codec */
 

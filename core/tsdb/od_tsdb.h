@@ -141,6 +141,15 @@ typedef struct od_tsdb_options {
     int64_t bucket_ms;     /* time-bucket width, only used when the store is created
                               (default 7200000 = 2 h); an existing store keeps its own */
     const od_db_options *db; /* engine options (NULL = defaults); read_only is overridden */
+    /* Background compaction (writers only): a thread of the handle wakes every
+     * compact_interval_ms (default 30000; 0 = off) and merges the chunk fragments of buckets
+     * that need it: any bucket older than the newest one that received writes since it was
+     * last compacted, and the newest bucket once it holds compact_fragments (default 8)
+     * fragments per series written since. A pass reads at most compact_budget chunk entries
+     * (default 262144) and resumes where it stopped at the next wake-up. */
+    int64_t compact_interval_ms;
+    uint32_t compact_fragments;
+    uint64_t compact_budget;
 } od_tsdb_options;
 
 void od_tsdb_options_init(od_tsdb_options *o);
@@ -175,6 +184,10 @@ int od_tsdb_flush(od_tsdb *t, od_err *err);
 /* Merge chunk fragments into one long chunk per series and bucket, and delete buckets that
  * fell out of retention. Synchronous. */
 int od_tsdb_compact(od_tsdb *t, od_err *err);
+/* One background-compaction pass now, on the caller's thread (what the background thread
+ * does at each wake-up; never concurrent with another pass or od_tsdb_compact). *merged
+ * (may be NULL) receives the number of fragments merged away. Writers only (no-op else). */
+int od_tsdb_compact_step(od_tsdb *t, uint64_t *merged, od_err *err);
 /* Read-only / lazy handles: pick up what other processes wrote. Writers: no-op. */
 int od_tsdb_refresh(od_tsdb *t, od_err *err);
 int od_tsdb_is_writer(od_tsdb *t);
@@ -188,6 +201,9 @@ typedef struct od_tsdb_info {
     uint64_t series;       /* series ids allocated */
     uint64_t cache_bytes;  /* memory of the writer's caches (series map, bucket member sets) */
     uint64_t cached_series;/* series in the writer's series map */
+    uint64_t bg_passes;    /* background compaction passes that merged something */
+    uint64_t bg_merged;    /* chunk fragments merged away by background compaction */
+    uint64_t dirty_buckets;/* buckets with fragments written since they were last compacted */
 } od_tsdb_info;
 void od_tsdb_get_info(od_tsdb *t, od_tsdb_info *out);
 od_db *od_tsdb_db(od_tsdb *t);  /* the current engine handle (for stats) */
@@ -218,6 +234,13 @@ int od_series_set_samples(od_series_set *ss, od_sample_iter **out, od_err *err);
 int od_sample_iter_valid(const od_sample_iter *it);
 od_sample od_sample_iter_at(const od_sample_iter *it);
 int od_sample_iter_next(od_sample_iter *it, od_err *err);
+/* Batch access (a loop over an array instead of a call per sample): *v and *n are the
+ * samples from the current position to the end of the iterator's current block (one bucket
+ * of the series), in time order and inside the range; *n == 0 only at the end. *v stays
+ * valid until the next call that moves the iterator. */
+void od_sample_iter_block(const od_sample_iter *it, const od_sample **v, size_t *n);
+/* Move k samples forward (k ≤ the block's n), loading the next block when this one is used up. */
+int od_sample_iter_advance(od_sample_iter *it, size_t k, od_err *err);
 /* Position at the first sample with t ≥ ts (never moves backwards). */
 int od_sample_iter_seek(od_sample_iter *it, int64_t ts, od_err *err);
 void od_sample_iter_free(od_sample_iter *it);

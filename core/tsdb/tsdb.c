@@ -36,6 +36,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../util/od_coding.h"
 #include "../util/od_crc32c.h"
@@ -72,6 +73,15 @@ typedef struct bset {
     sidset s;
 } bset;
 
+/* A bucket that received chunk fragments since it was last compacted (background
+ * compaction's work list; small: buckets being written are few). */
+typedef struct dirty {
+    int64_t bucket;
+    uint64_t pending;     /* fragments written since the last completed compaction */
+    uint64_t round;       /* `pending` when the current (resumable) round began */
+    uint64_t resume_sid;  /* 0: no round in progress; else the next sid to compact */
+} dirty;
+
 typedef struct meta {
     int64_t bucket_ms, retention_ms;
     uint64_t next_sid, next_stamp;
@@ -92,6 +102,15 @@ struct od_tsdb {
     bset bsets[MAX_BUCKET_SETS];
     uint64_t clock;
     int64_t filter_cutoff_bucket; /* atomic: buckets below this are dropped by compaction */
+    /* background compaction: cmu serializes passes and od_tsdb_compact (lock order cmu, mu);
+     * the dirty list, the stop flag and the counters are under mu */
+    pthread_mutex_t cmu;
+    pthread_cond_t bg_cv;
+    pthread_t bg;
+    int bg_running, bg_stop;
+    dirty *dv;
+    size_t dn, dcap;
+    uint64_t bg_passes, bg_merged;
 };
 
 static uint64_t fp_of(uint64_t h) { return h ? h : 1; }
@@ -361,6 +380,9 @@ void od_tsdb_options_init(od_tsdb_options *o)
     o->mode = OD_TSDB_WRITER;
     o->retention_ms = -1;
     o->bucket_ms = DEFAULT_BUCKET_MS;
+    o->compact_interval_ms = 30000;
+    o->compact_fragments = 8;
+    o->compact_budget = 262144;
 }
 
 static int open_engine(od_tsdb *t, int read_only, od_db **out, od_err *err)
@@ -376,15 +398,25 @@ static int open_engine(od_tsdb *t, int read_only, od_db **out, od_err *err)
     return od_db_open(t->uri, &o, out, err);
 }
 
-/* Become the writer: open the engine read-write, load/create meta. Caller holds mu. */
+static void *bg_main(void *arg);
+
+/* Become the writer: open the engine read-write, load/create meta, start the background
+ * compaction thread. Caller holds mu. */
 static int become_writer(od_tsdb *t, od_err *err)
 {
     if (t->writer) return OD_OK;
-    if (t->opts.mode == OD_TSDB_READ_ONLY)
-        return od_err_set(err, OD_BADREQ, "tsdb: %s is open read-only", t->uri);
+    if (t->opts.mode == OD_TSDB_READ_ONLY) {
+        char shown[512];
+        od_uri_redact(t->uri, shown, sizeof shown);
+        return od_err_set(err, OD_BADREQ, "tsdb: %s is open read-only", shown);
+    }
     od_db *db = NULL;
     int rc = open_engine(t, 0, &db, err);
-    if (rc) return od_err_prefix(err, "tsdb: cannot open %s for writing", t->uri);
+    if (rc) {
+        char shown[512];
+        od_uri_redact(t->uri, shown, sizeof shown);
+        return od_err_prefix(err, "tsdb: cannot open %s for writing", shown);
+    }
     meta m;
     int found;
     rc = meta_read(db, NULL, t->opts.bucket_ms, &m, &found, err);
@@ -404,10 +436,23 @@ static int become_writer(od_tsdb *t, od_err *err)
         od_db_close(db, NULL);
         return rc;
     }
+    od_db *prev = t->db;
+    meta prev_m = t->m;
     t->m = m;
-    if (t->db) t->ro_db = t->db;
     t->db = db;
     t->writer = 1;
+    if (t->opts.compact_interval_ms > 0 && !t->bg_running) {
+        /* created after the state above is set (pthread_create orders it before the thread) */
+        if (pthread_create(&t->bg, NULL, bg_main, t) != 0) {
+            t->m = prev_m;
+            t->db = prev;
+            t->writer = 0;
+            od_db_close(db, NULL);
+            return od_err_set(err, OD_IO, "tsdb: cannot start the background compaction thread");
+        }
+        t->bg_running = 1;
+    }
+    if (prev) t->ro_db = prev;
     update_filter_cutoff(t);
     return OD_OK;
 }
@@ -431,6 +476,14 @@ int od_tsdb_open(const char *uri, const od_tsdb_options *o, od_tsdb **out, od_er
         return od_err_set(err, OD_NOMEM, "out of memory");
     }
     pthread_mutex_init(&t->mu, NULL);
+    pthread_mutex_init(&t->cmu, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&t->bg_cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
     t->filter_cutoff_bucket = INT64_MIN;
     int rc;
     if (t->opts.mode == OD_TSDB_WRITER) {
@@ -442,7 +495,11 @@ int od_tsdb_open(const char *uri, const od_tsdb_options *o, od_tsdb **out, od_er
             od_err_clear(err);
             rc = become_writer(t, err);
         } else if (rc) {
-            od_err_prefix(err, "tsdb: cannot open %s", uri);
+            {
+                char shown[512];
+                od_uri_redact(uri, shown, sizeof shown);
+                od_err_prefix(err, "tsdb: cannot open %s", shown);
+            }
         } else {
             int found;
             rc = meta_read(t->db, NULL, t->opts.bucket_ms, &t->m, &found, err);
@@ -451,6 +508,8 @@ int od_tsdb_open(const char *uri, const od_tsdb_options *o, od_tsdb **out, od_er
     if (rc) {
         if (t->db) od_db_close(t->db, NULL);
         pthread_mutex_destroy(&t->mu);
+        pthread_mutex_destroy(&t->cmu);
+        pthread_cond_destroy(&t->bg_cv);
         free(t->uri);
         free(t);
         return rc;
@@ -463,10 +522,21 @@ int od_tsdb_close(od_tsdb *t, od_err *err)
 {
     if (!t) return OD_OK;
     int rc = OD_OK;
+    /* stop the background compaction first: a running pass finishes its batch (it is
+     * bounded), then the thread sees bg_stop and exits */
+    pthread_mutex_lock(&t->mu);
+    int running = t->bg_running;
+    t->bg_stop = 1;
+    pthread_cond_broadcast(&t->bg_cv);
+    pthread_mutex_unlock(&t->mu);
+    if (running) pthread_join(t->bg, NULL);
     if (t->db) rc = od_db_close(t->db, err);
     if (t->ro_db) od_db_close(t->ro_db, NULL);
     caches_drop(t);
+    free(t->dv);
     pthread_mutex_destroy(&t->mu);
+    pthread_mutex_destroy(&t->cmu);
+    pthread_cond_destroy(&t->bg_cv);
     free(t->uri);
     free(t);
     return rc;
@@ -502,6 +572,9 @@ void od_tsdb_get_info(od_tsdb *t, od_tsdb_info *out)
     for (int i = 0; i < MAX_BUCKET_SETS; i++) bytes += t->bsets[i].s.cap * sizeof(uint64_t);
     out->cache_bytes = bytes;
     out->cached_series = t->series.n;
+    out->bg_passes = t->bg_passes;
+    out->bg_merged = t->bg_merged;
+    out->dirty_buckets = t->dn;
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -617,6 +690,26 @@ static int bucket_set(od_tsdb *t, int64_t bucket, sidset **out, od_err *err)
     victim->bucket = bucket;
     victim->used = ++t->clock;
     *out = &victim->s;
+    return OD_OK;
+}
+
+/* Count one fragment written to a bucket (background compaction's work list). Counting a
+ * fragment of a batch that then fails only costs a pass that finds nothing to merge. */
+static int dirty_add(od_tsdb *t, int64_t bucket, od_err *err)
+{
+    for (size_t i = t->dn; i-- > 0;)
+        if (t->dv[i].bucket == bucket) {
+            t->dv[i].pending++;
+            return OD_OK;
+        }
+    if (t->dn == t->dcap) {
+        size_t nc = t->dcap ? t->dcap * 2 : 8;
+        dirty *nv = realloc(t->dv, nc * sizeof *nv);
+        if (!nv) return od_err_set(err, OD_NOMEM, "out of memory");
+        t->dv = nv;
+        t->dcap = nc;
+    }
+    t->dv[t->dn++] = (dirty){bucket, 1, 0, 0};
     return OD_OK;
 }
 
@@ -873,6 +966,7 @@ int od_tsdb_append(od_tsdb *t, const od_series_in *in, size_t n, int durable, od
                 rc = od_err_set(err, OD_NOMEM, "out of memory");
                 goto fail;
             }
+            if ((rc = dirty_add(t, bk, err))) goto fail;
             sidset *set;
             if ((rc = bucket_set(t, bk, &set, err))) goto fail;
             if (!sidset_has(set, sid)) {
@@ -1250,7 +1344,8 @@ static int load_bucket(od_sample_iter *it, int64_t b, od_err *err)
     od_iter_free(dit);
     if (rc) return rc;
     if (frags > 1 && od_samples_sort_dedup(it->cur.v, &it->cur.n)) return od_err_set(err, OD_NOMEM, "out of memory");
-    /* keep [mint, maxt] */
+    /* keep [mint, maxt] (samples are sorted: nothing to do when both ends are inside) */
+    if (it->cur.n == 0 || (it->cur.v[0].t >= it->mint && it->cur.v[it->cur.n - 1].t <= it->maxt)) return OD_OK;
     size_t w = 0;
     for (size_t i = 0; i < it->cur.n; i++)
         if (it->cur.v[i].t >= it->mint && it->cur.v[i].t <= it->maxt) it->cur.v[w++] = it->cur.v[i];
@@ -1307,6 +1402,19 @@ od_sample od_sample_iter_at(const od_sample_iter *it) { return it->cur.v[it->pos
 int od_sample_iter_next(od_sample_iter *it, od_err *err)
 {
     if (it->pos < it->cur.n) it->pos++;
+    return fill(it, err);
+}
+
+void od_sample_iter_block(const od_sample_iter *it, const od_sample **v, size_t *n)
+{
+    *v = it->cur.v + it->pos;
+    *n = it->pos < it->cur.n ? it->cur.n - it->pos : 0;
+}
+
+int od_sample_iter_advance(od_sample_iter *it, size_t k, od_err *err)
+{
+    size_t left = it->pos < it->cur.n ? it->cur.n - it->pos : 0;
+    it->pos += k < left ? k : left;
     return fill(it, err);
 }
 
@@ -1551,6 +1659,9 @@ typedef struct compactor {
     od_tsdb *t;
     od_batch *b;
     od_err *err;
+    int64_t bucket_ms;
+    uint64_t read;    /* chunk entries read */
+    uint64_t merged;  /* fragments merged away */
 } compactor;
 
 static int cflush(compactor *c, int force)
@@ -1579,20 +1690,32 @@ static int delete_prefix(compactor *c, const od_snapshot *snap, const uint8_t *p
     return rc;
 }
 
-/* Merge the chunk fragments of each series in a bucket into one long chunk (stamp 0). */
-static int compact_chunks(compactor *c, const od_snapshot *snap, int64_t b, int64_t cutoff)
+/* Merge the chunk fragments of each series in a bucket into one long chunk (stamp 0),
+ * starting at series start_sid. With budget > 0, stop at the first series boundary after
+ * `budget` chunk entries were read and set *next_sid to the series to resume at (0 when the
+ * bucket is done). A series with one fragment (and nothing to cut) is skipped undecoded.
+ * Each series' rewrite (deletes of the fragments read + the new stamp-0 chunk) goes into one
+ * engine batch, so any snapshot sees either the fragments or the merged chunk, never a mix;
+ * fragments written after `snap` (later stamps) are not touched and still win. */
+static int compact_chunks(compactor *c, const od_snapshot *snap, int64_t b, int64_t cutoff, uint64_t start_sid,
+                          uint64_t budget, uint64_t *next_sid)
 {
-    uint8_t p[9];
+    uint8_t p[9], lo[17];
     p[0] = OD_K_CHUNK;
     od_be64(p + 1, od_bucket_key(b));
+    memcpy(lo, p, 9);
+    od_be64(lo + 9, start_sid);
+    uint8_t hi[9];
+    size_t hn = prefix_end(p, 9, hi);
     od_iter *it = NULL;
-    int rc = prefix_iter(c->t->db, snap, p, 9, &it, c->err);
+    int rc = od_db_iter(c->t->db, snap, lo, 17, hn ? hi : NULL, hn, &it, c->err);
     if (rc) return rc;
     od_samplevec sv = {0};
-    od_buf keys = {0}, chunk = {0};
+    od_buf keys = {0}, raw = {0}, chunk = {0};
     size_t nfrag = 0;
-    uint64_t cur = 0;
-    int cut_applies = cutoff > bucket_start(b, c->t->m.bucket_ms);
+    uint64_t cur = 0, read = 0;
+    int cut_applies = cutoff > bucket_start(b, c->bucket_ms);
+    if (next_sid) *next_sid = 0;
     for (;;) {
         int valid = od_iter_valid(it);
         size_t kl = 0, vl = 0;
@@ -1602,6 +1725,13 @@ static int compact_chunks(compactor *c, const od_snapshot *snap, int64_t b, int6
         if (nfrag && (!valid || sid != cur)) {
             /* finish series `cur` */
             if (nfrag > 1 || cut_applies) {
+                sv.n = 0;
+                for (size_t off = 0; rc == OD_OK && off < raw.len;) {
+                    uint32_t l = od_get_u32(raw.data + off);
+                    rc = od_chunk_decode(raw.data + off + 4, l, &sv, c->err);
+                    off += 4 + (size_t)l;
+                }
+                if (rc) break;
                 size_t before = sv.n;
                 if (od_samples_sort_dedup(sv.v, &sv.n)) rc = OD_NOMEM;
                 size_t w = 0;
@@ -1624,6 +1754,7 @@ static int compact_chunks(compactor *c, const od_snapshot *snap, int64_t b, int6
                         if (od_chunk_encode(sv.v, sv.n, &chunk) || od_batch_put(c->b, ck, 25, chunk.data, chunk.len))
                             rc = OD_NOMEM;
                     }
+                    c->merged += nfrag - (sv.n ? 1 : 0);
                 }
                 if (rc) {
                     od_err_set(c->err, rc, "out of memory");
@@ -1631,9 +1762,13 @@ static int compact_chunks(compactor *c, const od_snapshot *snap, int64_t b, int6
                 }
                 if ((rc = cflush(c, 0))) break;
             }
-            sv.n = 0;
             od_buf_reset(&keys);
+            od_buf_reset(&raw);
             nfrag = 0;
+            if (valid && budget && read >= budget) {
+                if (next_sid) *next_sid = sid;
+                break;
+            }
         }
         if (!valid) break;
         if (kl != 25) {
@@ -1641,17 +1776,21 @@ static int compact_chunks(compactor *c, const od_snapshot *snap, int64_t b, int6
             break;
         }
         cur = sid;
-        if ((rc = od_chunk_decode(v, vl, &sv, c->err))) break;
-        if (od_buf_append(&keys, k, 25)) {
+        uint8_t lb[4];
+        od_put_u32(lb, (uint32_t)vl);
+        if (od_buf_append(&keys, k, 25) || od_buf_append(&raw, lb, 4) || od_buf_append(&raw, v, vl)) {
             rc = od_err_set(c->err, OD_NOMEM, "out of memory");
             break;
         }
         nfrag++;
+        read++;
         if ((rc = od_iter_next(it, c->err))) break;
     }
+    c->read += read;
     od_iter_free(it);
     od_samplevec_free(&sv);
     od_buf_free(&keys);
+    od_buf_free(&raw);
     od_buf_free(&chunk);
     return rc;
 }
@@ -1726,13 +1865,15 @@ static int compact_postings(compactor *c, const od_snapshot *snap, uint8_t kind,
 
 int od_tsdb_compact(od_tsdb *t, od_err *err)
 {
+    pthread_mutex_lock(&t->cmu);
     pthread_mutex_lock(&t->mu);
     int rc = become_writer(t, err);
     if (rc) {
         pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->cmu);
         return rc;
     }
-    compactor c = {t, od_batch_new(), err};
+    compactor c = {t, od_batch_new(), err, t->m.bucket_ms, 0, 0};
     od_snapshot *snap = NULL;
     i64vec bk = {0};
     if (!c.b) rc = od_err_set(err, OD_NOMEM, "out of memory");
@@ -1780,7 +1921,7 @@ int od_tsdb_compact(od_tsdb *t, od_err *err)
                 }
             continue;
         }
-        rc = compact_chunks(&c, snap, b, cutoff);
+        rc = compact_chunks(&c, snap, b, cutoff, 0, 0, NULL);
         if (rc == OD_OK) rc = compact_postings(&c, snap, OD_K_POST, b);
         if (rc == OD_OK) rc = compact_postings(&c, snap, OD_K_ALL, b);
     }
@@ -1790,7 +1931,134 @@ int od_tsdb_compact(od_tsdb *t, od_err *err)
     free(bk.v);
     if (rc == OD_OK) rc = od_db_flush(t->db, 1, err);
     if (rc == OD_OK) rc = od_db_compact(t->db, err);
+    if (rc == OD_OK) t->dn = 0; /* appends waited on mu: every bucket is merged now */
     pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->cmu);
     if (rc) od_err_prefix(err, "tsdb: compact");
     return rc;
+}
+
+/* ---------------------------------------------------------------- background compaction */
+
+/* Pick the next bucket to work on (caller holds mu): a round in progress first, then the
+ * oldest bucket that is not the newest one, then the newest one when it has at least
+ * compact_fragments fragments per series pending. Entries of buckets out of retention are
+ * dropped (the engine's compaction filter and od_tsdb_compact reclaim those). -1: none. */
+static long pick_dirty(od_tsdb *t)
+{
+    int64_t cutoff = cutoff_of(&t->m);
+    int64_t head = t->m.max_t == INT64_MIN ? INT64_MAX : bucket_of(t->m.max_t, t->m.bucket_ms);
+    for (size_t i = 0; i < t->dn;) {
+        if (cutoff != INT64_MIN && bucket_end(t->dv[i].bucket, t->m.bucket_ms) < cutoff) {
+            t->dv[i] = t->dv[--t->dn];
+            continue;
+        }
+        i++;
+    }
+    long best = -1;
+    for (size_t i = 0; i < t->dn; i++) {
+        const dirty *d = &t->dv[i];
+        if (d->resume_sid) return (long)i;
+        if (d->bucket >= head) {
+            uint64_t series = 1;
+            for (int j = 0; j < MAX_BUCKET_SETS; j++)
+                if (t->bsets[j].used && t->bsets[j].bucket == d->bucket && t->bsets[j].s.n) series = t->bsets[j].s.n;
+            uint64_t k = t->opts.compact_fragments ? t->opts.compact_fragments : 1;
+            if (d->pending < k * series) continue;
+        }
+        if (best < 0 || d->bucket < t->dv[best].bucket) best = (long)i;
+    }
+    return best;
+}
+
+int od_tsdb_compact_step(od_tsdb *t, uint64_t *merged, od_err *err)
+{
+    if (merged) *merged = 0;
+    pthread_mutex_lock(&t->cmu);
+    pthread_mutex_lock(&t->mu);
+    int writer = t->writer;
+    od_db *db = t->db;
+    int64_t bms = t->m.bucket_ms;
+    pthread_mutex_unlock(&t->mu);
+    if (!writer) {
+        pthread_mutex_unlock(&t->cmu);
+        return OD_OK;
+    }
+    uint64_t budget = t->opts.compact_budget ? t->opts.compact_budget : 262144;
+    compactor c = {t, od_batch_new(), err, bms, 0, 0};
+    int rc = c.b ? OD_OK : od_err_set(err, OD_NOMEM, "out of memory");
+    int worked = 0;
+    while (rc == OD_OK && c.read < budget) {
+        /* choose under mu; the merge itself runs without it (appends go on) */
+        pthread_mutex_lock(&t->mu);
+        long i = pick_dirty(t);
+        int64_t b = 0, cutoff = cutoff_of(&t->m);
+        uint64_t start = 0;
+        if (i >= 0) {
+            dirty *d = &t->dv[i];
+            if (d->resume_sid == 0) d->round = d->pending;
+            b = d->bucket;
+            start = d->resume_sid;
+        }
+        pthread_mutex_unlock(&t->mu);
+        if (i < 0) break;
+        worked = 1;
+        od_snapshot *snap = NULL;
+        uint64_t next = 0;
+        rc = od_db_snapshot(db, &snap, err);
+        if (rc == OD_OK) rc = compact_chunks(&c, snap, b, cutoff, start, budget - c.read, &next);
+        if (rc == OD_OK && next == 0) rc = compact_postings(&c, snap, OD_K_POST, b);
+        if (rc == OD_OK && next == 0) rc = compact_postings(&c, snap, OD_K_ALL, b);
+        if (rc == OD_OK) rc = cflush(&c, 1);
+        if (snap) od_snapshot_release(snap);
+        if (rc) break;
+        pthread_mutex_lock(&t->mu);
+        for (size_t j = 0; j < t->dn; j++) {
+            dirty *d = &t->dv[j];
+            if (d->bucket != b) continue;
+            if (next) {
+                d->resume_sid = next;
+            } else {
+                /* fragments counted after the round began stay pending (conservative) */
+                d->pending = d->pending > d->round ? d->pending - d->round : 0;
+                d->round = 0;
+                d->resume_sid = 0;
+                if (d->pending == 0) t->dv[j] = t->dv[--t->dn];
+            }
+            break;
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    od_batch_free(c.b);
+    pthread_mutex_lock(&t->mu);
+    if (worked && c.merged) t->bg_passes++;
+    t->bg_merged += c.merged;
+    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->cmu);
+    if (merged) *merged = c.merged;
+    if (rc) od_err_prefix(err, "tsdb: background compaction");
+    return rc;
+}
+
+static void *bg_main(void *arg)
+{
+    od_tsdb *t = arg;
+    pthread_mutex_lock(&t->mu);
+    while (!t->bg_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = (int64_t)ts.tv_nsec + (t->opts.compact_interval_ms % 1000) * 1000000LL;
+        ts.tv_sec += (time_t)(t->opts.compact_interval_ms / 1000) + (time_t)(ns / 1000000000LL);
+        ts.tv_nsec = (long)(ns % 1000000000LL);
+        while (!t->bg_stop && pthread_cond_timedwait(&t->bg_cv, &t->mu, &ts) == 0) {
+        }
+        if (t->bg_stop) break;
+        pthread_mutex_unlock(&t->mu);
+        /* a failed pass (e.g. a store error) is retried at the next wake-up; the data stays
+         * correct either way (fragments are only deleted together with their merge) */
+        (void)od_tsdb_compact_step(t, NULL, NULL);
+        pthread_mutex_lock(&t->mu);
+    }
+    pthread_mutex_unlock(&t->mu);
+    return NULL;
 }

@@ -81,6 +81,22 @@ static void expect_open_error(const char *uri, int code, const char *needle)
  * URI parsing
  */
 
+/* Credentials never reach messages: od_uri_redact hides secret_key and session_token values. */
+static void test_uri_redact(void **state)
+{
+    (void)state;
+    char out[256];
+    od_uri_redact("s3://b/p?region=us-east-1&access_key=AK&secret_key=TOPSECRET&path_style=1", out, sizeof out);
+    assert_string_equal(out, "s3://b/p?region=us-east-1&access_key=AK&secret_key=***&path_style=1");
+    od_uri_redact("s3://b/p?secret_key=TOPSECRET&session_token=TOK", out, sizeof out);
+    assert_string_equal(out, "s3://b/p?secret_key=***&session_token=***");
+    od_uri_redact("/data/secret_key=notaparam", out, sizeof out);
+    assert_string_equal(out, "/data/secret_key=notaparam");
+    od_uri_redact("s3://b/p?secret_key=TOPSECRET", out, 12);
+    assert_int_equal(strlen(out), 11);
+    assert_null(strstr(out, "TOP"));
+}
+
 static void test_uri_errors(void **state)
 {
     (void)state;
@@ -644,6 +660,7 @@ int main(void)
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uri_errors),
+        cmocka_unit_test(test_uri_redact),
         cmocka_unit_test(test_file_no_temp_files),
         cmocka_unit_test(test_file_never_escapes),
         cmocka_unit_test(test_file_layout),

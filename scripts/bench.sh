@@ -31,7 +31,7 @@ if [ "$area" = s3 ]; then
     # Against a throwaway radosgw: the object store, the storage engine (BENCH_N puts, default
     # 200,000 here) and the TSDB / event-store request economy (bench_s3), each on a fresh
     # prefix, bare and behind the faulty+ wrapper adding 20-50 ms per request (closer to S3
-    # Standard). Figures: docs/parts/s3-benchmarks.md, docs/parts/rgw-benchmarks.md.
+    # Standard). Figures: docs/benchmarks.md, docs/benchmarks.md.
     BENCH_N=${BENCH_N:-200000} scripts/with-rgw.sh bash -c '
         set -e
         sub() { echo "${OD_TEST_S3_URI%%\?*}/$1?${OD_TEST_S3_URI#*\?}"; }

@@ -11,7 +11,7 @@
 # runs CMD, and always stops the cluster (SIGKILL by PID) and removes the directory, also when
 # CMD fails or the script is interrupted. The exit status is CMD's.
 # radosgw verifies signatures and honours If-None-Match / If-Match (with quirks: see
-# docs/parts/s3-architecture.md). Needs the Debian packages radosgw ceph-mon ceph-osd (scripts/deps.sh).
+# docs/architecture.md). Needs the Debian packages radosgw ceph-mon ceph-osd (scripts/deps.sh).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ $# -eq 0 ]; then echo "usage: $0 CMD [ARGS...]" >&2; exit 2; fi

@@ -7,7 +7,7 @@
  * line, at the price of a slightly higher false-positive rate than a classic filter
  * (about 1% instead of 0.8% at 10 bits per key).
  *
- * Filter bytes (see docs/parts/sst-formats.md):  nblocks * 64 bytes of bits, then u8 k,
+ * Filter bytes (see docs/formats.md):  nblocks * 64 bytes of bits, then u8 k,
  * then u8 filter version (1).  The length alone determines nblocks.
  */
 #ifndef OD_LSM_BLOOM_H

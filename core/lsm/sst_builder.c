@@ -1,5 +1,5 @@
 /*
- * sst_builder.c — writes an SST (see od_sst.h, sst_block.h, docs/parts/sst-formats.md).
+ * sst_builder.c — writes an SST (see od_sst.h, sst_block.h, docs/formats.md).
  *
  * Owns: the object being built (an od_buf of framed data blocks, grown as entries arrive),
  * the current data block, the index entries, the bloom hashes of the distinct user keys, and

@@ -1,5 +1,5 @@
 /*
- * sst_reader.c — opens and reads an SST (see od_sst.h, sst_block.h, docs/parts/sst-formats.md).
+ * sst_reader.c — opens and reads an SST (see od_sst.h, sst_block.h, docs/formats.md).
  *
  * Owns (per open table): its name, the metadata bytes (the tail read at open, or nothing for
  * an in-memory table), the decoded index (one array entry per data block: last key, last seq,

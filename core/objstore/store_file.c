@@ -383,7 +383,7 @@ static int etag_of_fd(file_store *fs, const char *key, int fd, char etag[OD_ETAG
 
 static int lock_key(file_store *fs, const char *key, int *lfd, od_err *err)
 {
-    uint64_t h = 14695981039346656037ULL; /* FNV-1a 64 (docs/parts/objlocal-formats.md) */
+    uint64_t h = 14695981039346656037ULL; /* FNV-1a 64 (docs/formats.md) */
     for (const unsigned char *p = (const unsigned char *)key; *p; p++) h = (h ^ *p) * 1099511628211ULL;
     char name[8];
     snprintf(name, sizeof name, "%02x", (unsigned)(h % LOCK_STRIPES));

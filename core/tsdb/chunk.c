@@ -4,7 +4,7 @@
  *
  * Owns: od_chunk_encode / od_chunk_decode / od_chunk_info and od_samplevec.
  *
- * Layout of one chunk (byte-exact in docs/parts/tsdb-formats.md):
+ * Layout of one chunk (byte-exact in docs/formats.md):
  *   u8 encoding (1 = XOR) | varint n | zigzag varint t0 | u64 LE bits of v0 |
  *   bitstream (MSB first) of samples 1..n-1 | u32 LE CRC32C of everything before
  * Timestamps: sample 1 stores its delta as a 64-bit zigzag-free raw field after a '1111'

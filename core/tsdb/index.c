@@ -3,7 +3,7 @@
  * compressed postings lists (sorted series ids).
  *
  * Owns: od_sidvec and the postings codec; the key layout itself is documented in
- * tsdb_int.h and docs/parts/tsdb-formats.md.
+ * tsdb_int.h and docs/formats.md.
  *
  * Postings value: varint count, then the first id and each following gap as varints. Series
  * ids are allocated densely from 1, so the series of one bucket mostly differ by small gaps

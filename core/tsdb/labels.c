@@ -5,7 +5,7 @@
  * Owns: the od_labels helpers and od_strlist_free. Each od_label holds two malloc'd strings;
  * the array grows geometrically.
  *
- * Canonical encoding (also the stored form, docs/parts/tsdb-formats.md):
+ * Canonical encoding (also the stored form, docs/formats.md):
  *   varint count, then per label in name order: varint len, name bytes, varint len, value bytes.
  * Every field is length-prefixed, so {ab="c"} and {a="bc"} encode (and hash) differently.
  * The fingerprint is a 64-bit hash of that encoding; the index treats it as a hint only and

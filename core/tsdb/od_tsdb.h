@@ -24,7 +24,7 @@
  * Thread safety: an od_tsdb handle may be used by many threads at once. A read view may be
  * shared; series sets, sample iterators and matchers belong to one thread at a time.
  *
- * Byte formats: docs/parts/tsdb-formats.md. Design: docs/parts/tsdb-architecture.md.
+ * Byte formats: docs/formats.md. Design: docs/architecture.md.
  */
 #ifndef OD_TSDB_H
 #define OD_TSDB_H

@@ -5,7 +5,7 @@
  * Owns: od_tsdb (the engine handle, its writer state and caches), od_tsdb_read (a pinned
  * snapshot), od_series_set and od_sample_iter.
  *
- * How it works (key layout in tsdb_int.h, byte formats in docs/parts/tsdb-formats.md):
+ * How it works (key layout in tsdb_int.h, byte formats in docs/formats.md):
  *   - Time is cut into buckets of bucket_ms. Every append batch becomes ONE od_db batch that
  *     holds, per series and bucket touched, a chunk fragment 'C' bucket sid stamp (stamp = a
  *     per-batch counter, so fragments of one series sort in write order), the series

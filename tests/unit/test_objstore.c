@@ -329,7 +329,7 @@ static void test_file_layout(void **state)
     assert_string_not_equal(m1.etag, m3.etag);
     assert_int_equal(strlen(m1.etag), 32);
     assert_true(m1.mtime_ms > 0);
-    /* ... exactly the first 32 hex digits of SHA-256 (docs/parts/objlocal-formats.md) */
+    /* ... exactly the first 32 hex digits of SHA-256 (docs/formats.md) */
     unsigned char d[32];
     char hex[33];
     assert_int_equal(sha256_oneshot((const unsigned char *)"same", 4, d, 0), 0);

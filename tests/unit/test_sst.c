@@ -537,7 +537,7 @@ static void test_structural_fuzz(void **state)
     o.block_size = 512;
     od_buf obj = {0};
     build(&m, &o, &obj, NULL);
-    /* locate the blocks from the footer and the index (the format of sst-formats.md) */
+    /* locate the blocks from the footer and the index (the format of docs/formats.md) */
     const uint8_t *f = obj.data + obj.len - 64;
     uint64_t fo = od_get_u64(f), fs = od_get_u64(f + 8), io = od_get_u64(f + 16), is = od_get_u64(f + 24);
     uint64_t po = od_get_u64(f + 32), ps = od_get_u64(f + 40);

@@ -1061,7 +1061,11 @@ int od_db_write(od_db *db, od_batch *b, int wait_durable, uint64_t *seq_out, od_
     od_memtable *mem = db->mem;
     rc = apply_batch_body(mem, seq, b->buf.data, b->buf.len, "batch", err);
     if (rc) {
-        /* part of the batch may be in the memtable: the handle cannot continue safely */
+        /* Part of the batch may be in the memtable (invisible: visible_seq is not advanced),
+         * so the handle cannot continue. Take the unacknowledged record back out of the WAL
+         * buffer before unlocking, or the WAL thread could ship a record whose sequence the
+         * next opener would then see twice. */
+        db->pend.len = db->pend_n == 0 ? 0 : before;
         pthread_mutex_unlock(&db->wmu);
         od_db_set_bg_error(db, rc, err);
         return rc;

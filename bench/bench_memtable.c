@@ -5,7 +5,8 @@
  *   bench_memtable            env: BENCH_N (1,000,000 entries per memtable),
  *                             BENCH_REPS (5 fresh memtables per mode; the median is reported),
  *                             BENCH_BATCH (1000 entries per batch, one seq per batch),
- *                             BENCH_ORDER=seq|random (default both)
+ *                             BENCH_ORDER=seq|random (default both),
+ *                             BENCH_PATH=single|batch (default both)
  *
  * Keys are the same as bench_storage's: 16 hex bytes, ascending (i) or random (a hash of i),
  * with 100-byte values. Two insert paths are measured per order:
@@ -129,6 +130,8 @@ int main(void)
     for (int random = 0; random < 2; random++) {
         if (ord && strcmp(ord, random ? "random" : "seq") != 0) continue;
         for (int batched = 0; batched < 2; batched++) {
+            const char *path = getenv("BENCH_PATH");
+            if (path && strcmp(path, batched ? "batch" : "single") != 0) continue;
             double *t = malloc((size_t)reps * sizeof *t), *c = malloc((size_t)reps * sizeof *c);
             if (!t || !c) die("out of memory");
             for (long r = 0; r < reps; r++) t[r] = run(n, bs, random, batched, r == 0, &c[r]);

@@ -7,8 +7,9 @@
  * How it works. 16 shards, each a mutex, a chained hash table keyed by (cache id, offset) and
  * an LRU list; a block goes to shard (hash >> 60), so threads reading different blocks rarely
  * meet on one lock. Each shard may hold capacity/16 bytes, charged as block length plus the
- * entry's own size. An entry carries a reference count: the cache holds one reference while
- * the entry is in the table, and every lookup/insert hands the caller another. Eviction (from
+ * entry's own size. An entry carries an atomic reference count: the cache holds one reference
+ * while the entry is in the table, and every lookup/insert hands the caller another (under the
+ * lock); a release only decrements (no lock: one lock round trip per get saved). Eviction (from
  * the LRU tail, when a shard is over its budget after an insert) only unlinks the entry and
  * drops the cache's reference, so a block a reader still holds stays valid until that reader
  * releases it; whoever drops the last reference frees it (outside the lock).
@@ -23,6 +24,7 @@
  * `pub` is first so the od_cblock * handed out converts back to the entry.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,7 +37,7 @@ typedef struct centry {
     od_cblock pub;
     uint64_t id, off;
     size_t charge;
-    uint64_t refs;
+    _Atomic uint64_t refs; /* taken under the shard lock (lookup/insert), dropped without it */
     uint64_t tick;  /* shard->inserts when last moved to the front */
     int in_cache;
     struct centry *hnext;
@@ -158,7 +160,7 @@ od_cblock *od_block_cache_lookup(od_block_cache *c, uint64_t id, uint64_t off)
     pthread_mutex_lock(&s->mu);
     centry *e = *find(s, h, id, off);
     if (e) {
-        e->refs++;
+        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
         if (s->inserts - e->tick > s->count / 4) {
             lru_unlink(e);
             lru_push_front(s, e);
@@ -186,7 +188,7 @@ od_cblock *od_block_cache_insert(od_block_cache *c, uint64_t id, uint64_t off, u
     centry **pp = find(s, h, id, off);
     if (*pp) { /* another thread inserted it first: use theirs */
         centry *e = *pp;
-        e->refs++;
+        atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
         lru_unlink(e);
         lru_push_front(s, e);
         pthread_mutex_unlock(&s->mu);
@@ -199,7 +201,7 @@ od_cblock *od_block_cache_insert(od_block_cache *c, uint64_t id, uint64_t off, u
     ne->id = id;
     ne->off = off;
     ne->charge = len + sizeof *ne;
-    ne->refs = 2; /* the cache's and the caller's */
+    atomic_init(&ne->refs, 2); /* the cache's and the caller's */
     ne->tick = ++s->inserts;
     ne->in_cache = 1;
     ne->hnext = NULL;
@@ -215,7 +217,7 @@ od_cblock *od_block_cache_insert(od_block_cache *c, uint64_t id, uint64_t off, u
         s->count--;
         s->used -= v->charge;
         v->in_cache = 0;
-        if (--v->refs == 0) {
+        if (atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) == 1) {
             v->hnext = dead;
             dead = v;
         }
@@ -235,11 +237,10 @@ void od_block_cache_release(od_block_cache *c, od_cblock *b)
 {
     if (!b) return;
     centry *e = (centry *)b;
-    shard *s = shard_of(c, hkey(e->id, e->off));
-    pthread_mutex_lock(&s->mu);
-    int last = --e->refs == 0;
-    pthread_mutex_unlock(&s->mu);
-    if (last) {
+    /* No lock: a reference is only ever taken (under the shard lock) on an entry that is in
+     * the table, which holds a reference of its own, so the count cannot rise again once it
+     * reached zero; whoever drops the last one frees the entry. */
+    if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) {
         free((void *)e->pub.data);
         free(e);
     }

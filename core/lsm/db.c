@@ -42,9 +42,9 @@
 #define LEASE_BYTES 52
 /* writers stall while this many memtables wait for their L0 flush */
 #define OD_MAX_IMM 8
-/* ... or while the waiting memtables hold this many bytes (at least 2 of them may wait): the
- * worker flushes them only between compactions, and with large memtables 8 of them piled up
- * behind a long compaction were most of the event store's peak RSS */
+/* ... or while the waiting memtables hold this many bytes (at least 2 of them may wait): with
+ * large memtables 8 of them waiting for their flush were most of the event store's peak RSS
+ * (the flush worker no longer waits for compactions, but a slow store still piles them up) */
 #define OD_MAX_IMM_BYTES (64u << 20)
 
 static size_t imm_limit(const od_db *db)
@@ -70,6 +70,8 @@ void od_db_options_init(od_db_options *o)
     o->lease_ms = 10000;
     o->gc_min_age_ms = 300000;
     o->gc_interval_ms = 60000;
+    o->compaction_output_bytes = 32u << 20;
+    o->flush_retry_ms = 60000;
 }
 
 static uint64_t random_u64(void)
@@ -475,13 +477,23 @@ static void lease_renew(od_db *db)
 
 /* ---------------- WAL replay ---------------- */
 
-static int apply_batch_body(od_memtable *mem, uint64_t seq, const uint8_t *body, size_t blen, const char *name,
-                            od_err *err)
+static int apply_batch_body(od_memtable *mem, uint64_t seq, size_t nops, const uint8_t *body, size_t blen,
+                            const char *name, od_err *err)
 {
-    /* ops go to the memtable in slices of up to 256 through od_mt_add_batch, which sorts
-     * each slice and overlaps the skiplist searches' cache misses (random keys ~3x faster) */
+    /* ops go to the memtable through od_mt_add_batch, which sorts them and overlaps the
+     * skiplist searches' cache misses (random keys several times faster): the whole batch at
+     * once in the memtable's scratch (up to 4096 ops per call), else slices of 64 */
     od_rd r = od_rd_make(body, blen);
-    od_mt_op ops[256];
+    od_mt_op small[64], *ops = small;
+    size_t cap = sizeof small / sizeof small[0];
+    if (nops > cap) {
+        size_t want = nops < 4096 ? nops : 4096;
+        od_mt_op *sc = od_mt_scratch_ops(mem, want);
+        if (sc) {
+            ops = sc;
+            cap = want;
+        }
+    }
     size_t n = 0;
     od_op op;
     int rc;
@@ -490,7 +502,7 @@ static int apply_batch_body(od_memtable *mem, uint64_t seq, const uint8_t *body,
         if (rc == 1)
             ops[n++] = (od_mt_op){.key = op.key, .klen = (uint32_t)op.klen, .val = op.val, .vlen = (uint32_t)op.vlen,
                                   .kind = op.op == OD_OP_DEL ? OD_KIND_DEL : OD_KIND_PUT, .expire_ms = op.expire_ms};
-        if (n && (rc != 1 || n == sizeof ops / sizeof ops[0])) {
+        if (n && (rc != 1 || n == cap)) {
             if (od_mt_add_batch(mem, ops, n, seq))
                 return od_err_set(err, OD_NOMEM, "db: out of memory applying batch %llu", (unsigned long long)seq);
             n = 0;
@@ -538,7 +550,7 @@ static int replay_wal(od_db *db, od_memtable *mem, uint64_t from, uint64_t until
         while (od_wal_reader_next(&r, &seq, &nops, &body, &blen)) {
             if (seq > *max_seq) *max_seq = seq;
             if (seq <= skip_le) continue;
-            if ((rc = apply_batch_body(mem, seq, body, blen, key, err))) goto out;
+            if ((rc = apply_batch_body(mem, seq, nops, body, blen, key, err))) goto out;
         }
     }
 out:
@@ -609,6 +621,7 @@ static int open_writer(od_db *db, od_err *err)
     db->man = m;
     db->epoch = m.writer_epoch;
     db->compactor_epoch = m.compactor_epoch;
+    if (m.has_job) atomic_store(&db->cjob_pending, 1); /* a compaction to resume (or to leave to its owner) */
     if ((rc = lease_write(db, od_now_ms(), OD_PUT_ALWAYS, err))) return od_err_prefix(err, "db: writing the lease");
 
     /* Fence: the first free WAL id at or after the replay point. */
@@ -696,6 +709,7 @@ static int open_compactor(od_db *db, od_err *err)
     }
     db->man = m;
     db->compactor_epoch = m.compactor_epoch;
+    if (m.has_job) atomic_store(&db->cjob_pending, 1); /* the job of a compactor we just fenced: resume it */
     od_memtable *mem = od_mt_new();
     if (!mem) return od_err_set(err, OD_NOMEM, "db: out of memory");
     od_tset *ts;
@@ -852,6 +866,7 @@ int od_db_refresh(od_db *db, od_err *err)
 
 static void *wal_main(void *arg);
 static void *bg_main(void *arg);
+static void *cmp_main(void *arg);
 
 static void db_free(od_db *db)
 {
@@ -890,6 +905,9 @@ int od_db_open_store(od_store *store, const od_db_options *opts, od_db **out, od
     if (!db->o.block_cache_bytes) db->o.block_cache_bytes = d.block_cache_bytes;
     if (db->o.l0_compaction_trigger <= 0) db->o.l0_compaction_trigger = d.l0_compaction_trigger;
     if (!db->o.lease_ms) db->o.lease_ms = d.lease_ms;
+    if (!db->o.compaction_output_bytes) db->o.compaction_output_bytes = d.compaction_output_bytes;
+    if (db->o.compaction_output_bytes < (64u << 10)) db->o.compaction_output_bytes = 64u << 10;
+    if (!db->o.flush_retry_ms) db->o.flush_retry_ms = d.flush_retry_ms;
     db->store = store;
     db->read_only = db->o.read_only;
     db->writer_id = random_u64();
@@ -928,7 +946,7 @@ int od_db_open_store(od_store *store, const od_db_options *opts, od_db **out, od
     }
     if (db->o.compactor_only) {
         db->last_gc_ms = od_now_ms();
-        if (pthread_create(&db->bg_thread, NULL, bg_main, db) == 0) db->bg_thread_on = 1;
+        if (pthread_create(&db->cmp_thread, NULL, cmp_main, db) == 0) db->cmp_thread_on = 1;
         db->wal_exited = 1;
     } else if (!db->read_only) {
         db->last_gc_ms = od_now_ms();
@@ -938,6 +956,7 @@ int od_db_open_store(od_store *store, const od_db_options *opts, od_db **out, od
         }
         db->wal_thread_on = 1;
         if (pthread_create(&db->bg_thread, NULL, bg_main, db) == 0) db->bg_thread_on = 1;
+        if (pthread_create(&db->cmp_thread, NULL, cmp_main, db) == 0) db->cmp_thread_on = 1;
     }
     *out = db;
     return OD_OK;
@@ -979,6 +998,7 @@ int od_db_close(od_db *db, od_err *err)
         pthread_cond_broadcast(&db->cv_durable);
         pthread_mutex_unlock(&db->mu);
         if (db->bg_thread_on) pthread_join(db->bg_thread, NULL);
+        if (db->cmp_thread_on) pthread_join(db->cmp_thread, NULL);
         rc = od_db_check_bg(db, err);
         if (rc != OD_FENCED) {
             od_err e2;
@@ -1059,16 +1079,30 @@ int od_db_write(od_db *db, od_batch *b, int wait_durable, uint64_t *seq_out, od_
     if (db->pend_n == 0 && od_wal_begin(&db->pend)) goto oom;
     if (od_wal_append(&db->pend, seq, b->count, b->buf.data, b->buf.len)) goto oom;
     od_memtable *mem = db->mem;
-    rc = apply_batch_body(mem, seq, b->buf.data, b->buf.len, "batch", err);
+    od_err le;
+    rc = apply_batch_body(mem, seq, b->count, b->buf.data, b->buf.len, "batch", &le);
     if (rc) {
         /* Part of the batch may be in the memtable (invisible: visible_seq is not advanced),
          * so the handle cannot continue. Take the unacknowledged record back out of the WAL
-         * buffer before unlocking, or the WAL thread could ship a record whose sequence the
-         * next opener would then see twice. */
+         * buffer and make the failure sticky before unlocking (the WAL thread checks bg_code
+         * under wmu before it takes the pending object), or the WAL thread could ship a
+         * record whose sequence the next opener would then see twice. */
         db->pend.len = db->pend_n == 0 ? 0 : before;
+        if (rc == OD_NOMEM)
+            od_err_set(&le, rc,
+                       "db: out of memory inserting batch %llu (%zu ops) into the memtable: the batch is not "
+                       "written; the handle must be closed and reopened",
+                       (unsigned long long)seq, b->count);
+        pthread_mutex_lock(&db->mu);
+        if (!db->bg_code) {
+            db->bg_code = rc;
+            od_err_copy(&db->bg_err, &le);
+            db->bg_err.code = rc;
+        }
+        pthread_mutex_unlock(&db->mu);
         pthread_mutex_unlock(&db->wmu);
-        od_db_set_bg_error(db, rc, err);
-        return rc;
+        od_db_set_bg_error(db, rc, &le); /* already set: wakes the waiters */
+        return od_err_copy(err, &le);
     }
     db->last_seq = seq;
     if (db->pend_n == 0) {
@@ -1098,6 +1132,13 @@ oom:
     return od_err_set(err, OD_NOMEM, "db: out of memory appending to the WAL");
 }
 
+void od_db_test_fail_memtable_insert(od_db *db, uint64_t nth)
+{
+    pthread_mutex_lock(&db->wmu);
+    od_mt_test_fail_after(db->mem, nth);
+    pthread_mutex_unlock(&db->wmu);
+}
+
 int od_db_wait_durable(od_db *db, uint64_t seq, od_err *err)
 {
     if (db->read_only) return OD_OK;
@@ -1116,11 +1157,17 @@ int od_db_wait_durable(od_db *db, uint64_t seq, od_err *err)
     return rc;
 }
 
-/* The WAL thread: one object per interval, lease renewal. */
+/* The WAL thread: one object per interval, lease renewal.
+ *
+ * A pending object is shipped when the interval since its first batch has passed, or at
+ * once when the previous WAL PUT started at least an interval ago (an idle WAL: a lone
+ * durable write is not held back for a whole interval, and under load PUTs still start at
+ * most once per interval), or on size, flush request or close. */
 static void *wal_main(void *arg)
 {
     od_db *db = arg;
     od_buf out = {0};
+    int64_t last_put_ms = INT64_MIN / 2; /* start of the previous WAL PUT */
     pthread_mutex_lock(&db->wmu);
     for (;;) {
         int64_t now = od_now_ms();
@@ -1144,14 +1191,16 @@ static void *wal_main(void *arg)
             pthread_mutex_lock(&db->wmu);
             continue;
         }
-        int due = db->pend_n > 0 && (db->flush_req || db->closing || db->pend.len >= db->o.wal_flush_bytes ||
-                                     now >= db->pend_since_ms + (int64_t)db->o.flush_interval_ms);
+        int64_t ship_at = db->pend_since_ms + (int64_t)db->o.flush_interval_ms;
+        if (last_put_ms + (int64_t)db->o.flush_interval_ms < ship_at)
+            ship_at = last_put_ms + (int64_t)db->o.flush_interval_ms;
+        int due = db->pend_n > 0 &&
+                  (db->flush_req || db->closing || db->pend.len >= db->o.wal_flush_bytes || now >= ship_at);
         if (!due) {
             db->flush_req = 0;
             if (db->closing) break;
             int64_t wake = db->lease_renewed_ms + (int64_t)db->o.lease_ms / 3;
-            if (db->pend_n > 0 && db->pend_since_ms + (int64_t)db->o.flush_interval_ms < wake)
-                wake = db->pend_since_ms + (int64_t)db->o.flush_interval_ms;
+            if (db->pend_n > 0 && ship_at < wake) wake = ship_at;
             struct timespec ts;
             deadline_after_ms(&ts, wake - now > 0 ? wake - now : 1);
             pthread_cond_timedwait(&db->cv_flush, &db->wmu, &ts);
@@ -1166,6 +1215,7 @@ static void *wal_main(void *arg)
         db->pend_n = 0;
         db->pend_first = db->pend_last = 0;
         size_t taken = out.len;
+        last_put_ms = now;
         pthread_mutex_unlock(&db->wmu);
 
         od_err e;
@@ -1192,12 +1242,14 @@ static void *wal_main(void *arg)
                                                (unsigned long long)h.first_seq, (unsigned long long)h.last_seq);
             od_db_set_bg_error(db, rc, &e);
         } else {
+            /* counted before the waiters wake, so a caller that saw its batch durable also
+             * sees the WAL object in the stats */
+            atomic_fetch_add(&db->st_wal_flushes, 1);
+            atomic_fetch_add(&db->st_wal_bytes, out.len);
             pthread_mutex_lock(&db->mu);
             db->durable_seq = h.last_seq;
             pthread_cond_broadcast(&db->cv_durable);
             pthread_mutex_unlock(&db->mu);
-            atomic_fetch_add(&db->st_wal_flushes, 1);
-            atomic_fetch_add(&db->st_wal_bytes, out.len);
         }
         pthread_mutex_lock(&db->wmu);
         db->unflushed = db->unflushed > taken ? db->unflushed - taken : 0;
@@ -1212,24 +1264,27 @@ static void *wal_main(void *arg)
     return NULL;
 }
 
-/* The worker: memtable flushes, compaction, GC. */
+/* Store trouble that a later attempt may not meet: worth retrying an L0 flush for. Fencing,
+ * corruption, refused credentials and bad requests are not. */
+static int flush_retryable(int rc)
+{
+    return rc == OD_TRANSIENT || rc == OD_TIMEOUT || rc == OD_IO || rc == OD_CONFLICT || rc == OD_NOMEM;
+}
+
+/* The flush worker: memtable flushes to L0 (the only thing that frees writers stalled on
+ * immutable memtables, so it never waits for a compaction), retried with backoff on store
+ * trouble for flush_retry_ms; and, in a writer that does not compact itself, following the
+ * manifest the compactor commits. */
 static void *bg_main(void *arg)
 {
     od_db *db = arg;
     pthread_mutex_lock(&db->mu);
-    int64_t compact_after = 0, follow_at = 0;
+    int64_t follow_at = 0, retry_at = 0, fail_since = 0, backoff = 0;
+    int fails = 0;
     while (!db->closing && !db->bg_code) {
         int64_t now = od_now_ms();
-        if (db->o.compactor_only && now >= follow_at) {
-            /* a separate compactor follows the writer's manifest versions */
-            follow_at = now + db->o.flush_interval_ms;
-            pthread_mutex_unlock(&db->mu);
-            od_err fe;
-            compactor_follow(db, &fe); /* failures: try again next period */
-            pthread_mutex_lock(&db->mu);
-            continue;
-        }
-        if (!db->o.compactor_only && !db->o.compactor && now >= follow_at) {
+        int follow = !db->o.compactor || atomic_load(&db->compactor_off);
+        if (follow && now >= follow_at) {
             follow_at = now + 1000;
             pthread_mutex_unlock(&db->mu);
             od_err fe;
@@ -1237,43 +1292,100 @@ static void *bg_main(void *arg)
             pthread_mutex_lock(&db->mu); /* other failures: try again next period */
             continue;
         }
-        int have_imm = db->cur->nimm > 0;
-        int want_compact = (db->o.compactor || db->o.compactor_only) && now >= compact_after &&
-                           db->cur->ts->nl0 >= (size_t)db->o.l0_compaction_trigger;
-        int want_gc = db->o.gc_interval_ms && now >= db->last_gc_ms + (int64_t)db->o.gc_interval_ms;
-        if (!have_imm && !want_compact && !want_gc) {
+        if (db->cur->nimm == 0 || now < retry_at) {
+            int64_t wake = now + 1000;
+            if (follow && follow_at < wake) wake = follow_at;
+            if (db->cur->nimm && retry_at < wake) wake = retry_at;
             struct timespec ts;
-            int64_t wait = db->o.gc_interval_ms ? db->o.gc_interval_ms : 1000;
-            if (db->o.compactor_only || compact_after > now) wait = db->o.flush_interval_ms;
-            if (!db->o.compactor_only && !db->o.compactor && follow_at - now < wait) wait = follow_at - now;
-            if (wait < 1) wait = 1;
-            deadline_after_ms(&ts, wait);
+            deadline_after_ms(&ts, wake - now > 0 ? wake - now : 1);
             pthread_cond_timedwait(&db->cv_bg, &db->mu, &ts);
             continue;
         }
         pthread_mutex_unlock(&db->mu);
         od_err e;
-        int rc = OD_OK;
-        if (have_imm) rc = od_flush_imm(db, &e);
-        if (rc == OD_OK && want_compact) {
+        int rc = od_flush_imm(db, &e);
+        now = od_now_ms();
+        pthread_mutex_lock(&db->mu);
+        int closing = db->closing;
+        pthread_mutex_unlock(&db->mu);
+        if (rc == OD_CLOSED && closing) {
+            rc = OD_OK; /* the WAL stopped for close: the memtable is in the WAL, replayed at open */
+        } else if (rc == OD_OK) {
+            fails = 0;
+            backoff = 0;
+            retry_at = 0;
+        } else if (flush_retryable(rc) && (fails == 0 || now - fail_since < (int64_t)db->o.flush_retry_ms)) {
+            if (fails++ == 0) fail_since = now;
+            backoff = backoff ? (backoff * 2 > 5000 ? 5000 : backoff * 2) : 20;
+            retry_at = now + backoff; /* writers meanwhile stall on back-pressure, nothing is lost */
+        } else {
+            if (fails)
+                od_err_prefix(&e, "db: L0 flush failed %d times over %lld ms (flush_retry_ms %u); last failure", fails + 1,
+                              (long long)(now - fail_since), db->o.flush_retry_ms);
+            else
+                od_err_prefix(&e, "db: L0 flush failed");
+            od_db_set_bg_error(db, rc, &e);
+        }
+        pthread_mutex_lock(&db->mu);
+        if (rc == OD_OK) pthread_cond_broadcast(&db->cv_bg); /* the compaction worker may have work */
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+/* The maintenance worker: compaction (a writer with compactor=1, or a compactor process, which
+ * also follows the writer's manifest versions) and GC. Runs beside the flush worker: a long
+ * compaction holds cmu, never fmu. */
+static void *cmp_main(void *arg)
+{
+    od_db *db = arg;
+    pthread_mutex_lock(&db->mu);
+    int64_t compact_after = 0, follow_at = 0;
+    while (!db->closing && !db->bg_code) {
+        int64_t now = od_now_ms();
+        if (db->o.compactor_only && now >= follow_at) {
+            follow_at = now + db->o.flush_interval_ms;
+            pthread_mutex_unlock(&db->mu);
+            od_err fe;
+            compactor_follow(db, &fe); /* failures: try again next period */
+            pthread_mutex_lock(&db->mu);
+            continue;
+        }
+        int compacting = (db->o.compactor || db->o.compactor_only) && !atomic_load(&db->compactor_off);
+        int want_compact = compacting && now >= compact_after &&
+                           (db->cur->ts->nl0 >= (size_t)db->o.l0_compaction_trigger || atomic_load(&db->cjob_pending));
+        int want_gc = db->o.gc_interval_ms && now >= db->last_gc_ms + (int64_t)db->o.gc_interval_ms;
+        if (!want_compact && !want_gc) {
+            int64_t wait = db->o.gc_interval_ms ? db->last_gc_ms + (int64_t)db->o.gc_interval_ms - now : 1000;
+            if (db->o.compactor_only && follow_at - now < wait) wait = follow_at - now;
+            if (compacting && compact_after > now && compact_after - now < wait) wait = compact_after - now;
+            if (wait < 1) wait = 1;
+            struct timespec ts;
+            deadline_after_ms(&ts, wait);
+            pthread_cond_timedwait(&db->cv_bg, &db->mu, &ts);
+            continue;
+        }
+        pthread_mutex_unlock(&db->mu);
+        if (want_compact) {
             int did;
             od_err ce;
             int crc = od_compact_run(db, 0, &did, &ce);
             if (crc == OD_FENCED && !db->o.compactor_only) {
-                db->o.compactor = 0; /* a separate compactor took over: stop compacting here */
+                atomic_store(&db->compactor_off, 1); /* a separate compactor took over: stop compacting here */
+                pthread_mutex_lock(&db->mu);
+                pthread_cond_broadcast(&db->cv_bg); /* the flush worker starts following the manifest */
+                pthread_mutex_unlock(&db->mu);
             } else if (crc == OD_FENCED) {
-                rc = crc;
-                e = ce;
+                od_db_set_bg_error(db, crc, &ce);
             } else if (crc) {
-                compact_after = od_now_ms() + 1000; /* conflict or store trouble: retry later */
+                compact_after = od_now_ms() + 1000; /* conflict or store trouble: retry later (resumes) */
             }
         }
-        if (rc == OD_OK && want_gc) {
+        if (want_gc) {
             db->last_gc_ms = od_now_ms();
             od_err ge;
             od_gc_run(db, &ge); /* GC failures are retried next period */
         }
-        if (rc) od_db_set_bg_error(db, rc, &e);
         pthread_mutex_lock(&db->mu);
     }
     pthread_mutex_unlock(&db->mu);
@@ -1601,7 +1713,22 @@ int od_db_inspect(od_db *db, od_buf *json, od_err *err)
         rc |= od_buf_printf(json, "%s{\"id\":%" PRIu64 ",\"manifest_version\":%" PRIu64 ",\"expire_ms\":%lld}",
                             i ? "," : "", m->ckpts[i].id, m->ckpts[i].manifest_version,
                             (long long)m->ckpts[i].expire_ms);
-    rc |= od_buf_append_str(json, "]}");
+    rc |= od_buf_append_str(json, "]");
+    if (!rc && m->has_job) { /* the compaction in progress (docs/architecture.md, "Compaction") */
+        const od_cjob *j = &m->job;
+        rc |= od_buf_printf(json,
+                            ",\"compaction_job\":{\"id\":\"%016" PRIx64 "\",\"compactor_epoch\":%" PRIu64
+                            ",\"writer_epoch\":%" PRIu64 ",\"started_ms\":%lld,\"bottom\":%d,\"l0_in\":%zu,\"runs_in\":%zu"
+                            ",\"pending\":\"%s\",\"outputs\":[",
+                            j->id, j->compactor_epoch, j->writer_epoch, (long long)j->started_ms,
+                            (j->flags & OD_CJOB_BOTTOM) ? 1 : 0, j->nl0_in, j->nruns_in, j->pending);
+        for (size_t i = 0; !rc && i < j->nout; i++) {
+            if (i) rc |= od_buf_append_str(json, ",");
+            rc |= json_desc(json, &j->out[i]);
+        }
+        rc |= od_buf_append_str(json, "]}");
+    }
+    rc |= od_buf_append_str(json, "}");
     rc |= od_buf_cstr(json); /* callers may treat the JSON as a C string */
     pthread_mutex_unlock(&db->man_mu);
     if (rc) return od_err_set(err, OD_NOMEM, "db: out of memory");

@@ -2,13 +2,18 @@
  * gc.c — garbage collection of objects no live manifest needs.
  *
  * Rules (one pass, od_gc_run):
- *   - the latest manifest version, every version younger than gc_min_age_ms, and every
- *     version pinned by an unexpired checkpoint of the latest version are KEPT; older
- *     manifest versions are deleted (never the latest);
- *   - a collection is referenced when a kept manifest version lists it or it is open in this
- *     process (current view, live snapshots, iterators, compaction inputs); unreferenced
- *     collections are deleted only when older than gc_min_age_ms (so a flush or compaction
- *     that wrote its output but has not committed it yet is safe, if it commits within that);
+ *   - expired checkpoints are first pruned from the latest manifest (a commit, by a writer or
+ *     compactor handle), so what only they pinned becomes collectable;
+ *   - the latest manifest version, every version superseded less than gc_min_age_ms ago
+ *     (its successor is younger than that: a reader may have loaded it just before it was
+ *     replaced, however old it is itself), and every version pinned by an unexpired
+ *     checkpoint of the latest version are KEPT; older manifest versions are deleted (never
+ *     the latest);
+ *   - a collection is referenced when a kept manifest version lists it (as L0, in a run, or
+ *     as a completed output of the compaction job it records) or it is open in this process
+ *     (current view, live snapshots, iterators, compaction inputs); unreferenced collections
+ *     are deleted only when older than gc_min_age_ms (so a flush, or a compaction output, that
+ *     was written but not yet committed is safe for the one commit it waits for);
  *   - a WAL object is deleted when its id is below the smallest wal_replay_from of the kept
  *     versions, it is older than gc_min_age_ms, and it is not the highest WAL id in the
  *     store (the newest object — normally a fence or the tail — always stays, so the next
@@ -54,6 +59,11 @@ static int list_cb(void *ctx, const char *key, const od_obj_meta *meta)
     l->v[l->n].mtime = meta ? meta->mtime_ms : 0;
     l->n++;
     return 0;
+}
+
+static int obj_key_cmp(const void *a, const void *b)
+{
+    return strcmp(((const obj *)a)->key, ((const obj *)b)->key);
 }
 
 static void objlist_free(objlist *l)
@@ -112,7 +122,42 @@ static int add_manifest_ids(idset *s, const od_manifest *m)
     for (size_t r = 0; r < m->nruns; r++)
         for (size_t i = 0; i < m->runs[r].n; i++)
             if (idset_add(s, m->runs[r].ssts[i].id)) return OD_NOMEM;
+    if (m->has_job)
+        for (size_t i = 0; i < m->job.nout; i++)
+            if (idset_add(s, m->job.out[i].id)) return OD_NOMEM;
+    if (m->has_job && m->job.pending[0] && idset_add(s, m->job.pending)) return OD_NOMEM;
     return OD_OK;
+}
+
+/* Drop expired checkpoints from the manifest (checking that our epoch still stands). */
+static int prune_edit(void *ctx, od_manifest *m, od_err *err)
+{
+    od_db *db = ctx;
+    if (!db->o.compactor_only && m->writer_epoch > db->epoch)
+        return od_err_set(err, OD_FENCED, "fenced: a newer writer (epoch %llu) took over this store (ours was %llu)",
+                          (unsigned long long)m->writer_epoch, (unsigned long long)db->epoch);
+    if (db->o.compactor_only && m->compactor_epoch > db->compactor_epoch)
+        return od_err_set(err, OD_FENCED, "fenced: a newer compactor (epoch %llu) took over this store (ours was %llu)",
+                          (unsigned long long)m->compactor_epoch, (unsigned long long)db->compactor_epoch);
+    od_manifest_prune_ckpts(m, od_now_ms()); /* od_manifest_update prunes too; explicit here */
+    return OD_OK;
+}
+
+static int prune_ckpts(od_db *db, od_err *err)
+{
+    int rc = OD_OK;
+    pthread_mutex_lock(&db->man_mu);
+    int64_t now = od_now_ms();
+    int expired = 0;
+    for (size_t i = 0; i < db->man.nckpt; i++)
+        if (db->man.ckpts[i].expire_ms && db->man.ckpts[i].expire_ms <= now) expired = 1;
+    if (expired) {
+        rc = od_manifest_update(db->store, &db->man, db->writer_id, prune_edit, db, err);
+        if (rc == OD_OK) rc = od_db_apply_manifest(db, &db->man, NULL, err);
+    }
+    pthread_mutex_unlock(&db->man_mu);
+    if (rc) od_err_prefix(err, "gc: pruning expired checkpoints");
+    return rc;
 }
 
 static int parse_num(const char *key, const char *prefix, const char *suffix, uint64_t *v)
@@ -139,17 +184,27 @@ static int del(od_db *db, const char *key, uint64_t *deleted, od_err *err)
 int od_gc_run(od_db *db, od_err *err)
 {
     od_manifest latest;
-    int rc = od_manifest_load_latest(db->store, 0, &latest, err);
+    int rc;
+    objlist mans = {0}, ssts = {0}, wals = {0};
+    if (!db->read_only && (rc = prune_ckpts(db, err))) return rc;
+    /* List the collections BEFORE reading the manifest: a compaction names each output in the
+     * manifest before it PUTs it, so every output this listing can see is named in the
+     * manifest read after it (reading the manifest first would miss one named meanwhile). */
+    if ((rc = list_prefix(db, "sst/", &ssts, err))) return rc;
+    rc = od_manifest_load_latest(db->store, 0, &latest, err);
     if (rc == OD_NOTFOUND) {
         if (err) od_err_clear(err);
+        objlist_free(&ssts);
         return OD_OK;
     }
-    if (rc) return rc;
+    if (rc) {
+        objlist_free(&ssts);
+        return rc;
+    }
     int64_t now = od_now_ms();
     int64_t cutoff = now - (int64_t)db->o.gc_min_age_ms;
     uint64_t deleted = 0;
     idset ids = {0};
-    objlist mans = {0}, ssts = {0}, wals = {0};
     uint64_t min_replay = latest.wal_replay_from;
     if ((rc = add_manifest_ids(&ids, &latest))) goto oom;
 
@@ -160,16 +215,26 @@ int od_gc_run(od_db *db, od_err *err)
     pthread_mutex_unlock(&db->tmu);
     if (rc) goto oom;
 
-    /* manifests */
+    /* manifests: a version is in use (readers in other processes may have just loaded it) until
+     * it is superseded, so its age is that of the next version, not its own: an hours-old
+     * latest version replaced a moment ago must stay for gc_min_age_ms, and with it every
+     * collection it lists */
     if ((rc = list_prefix(db, "manifest/", &mans, err))) goto out;
+    qsort(mans.v, mans.n, sizeof *mans.v, obj_key_cmp); /* zero-padded: key order = version order */
     for (size_t i = 0; i < mans.n; i++) {
-        uint64_t v;
+        uint64_t v, nv;
         if (!parse_num(mans.v[i].key, "manifest/", ".manifest", &v) || v >= latest.version) continue;
+        int64_t superseded = now; /* no successor listed (deleted meanwhile): treat as just replaced */
+        for (size_t j = i + 1; j < mans.n; j++)
+            if (parse_num(mans.v[j].key, "manifest/", ".manifest", &nv) && nv > v) {
+                superseded = mans.v[j].mtime; /* the next version's creation */
+                break;
+            }
         int pinned = 0;
         for (size_t k = 0; k < latest.nckpt; k++)
             if (latest.ckpts[k].manifest_version == v && (latest.ckpts[k].expire_ms == 0 || latest.ckpts[k].expire_ms > now))
                 pinned = 1;
-        if (!pinned && mans.v[i].mtime <= cutoff) {
+        if (!pinned && superseded <= cutoff) {
             if ((rc = del(db, mans.v[i].key, &deleted, err)) != OD_OK) goto out;
             continue;
         }
@@ -187,8 +252,7 @@ int od_gc_run(od_db *db, od_err *err)
         if (rc) goto oom;
     }
 
-    /* collections */
-    if ((rc = list_prefix(db, "sst/", &ssts, err))) goto out;
+    /* collections (listed above) */
     for (size_t i = 0; i < ssts.n; i++) {
         const char *k = ssts.v[i].key;
         size_t kl = strlen(k);

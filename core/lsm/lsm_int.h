@@ -9,8 +9,9 @@
  *     {mutable memtable, immutable memtables, L0 tables, sorted runs} that readers pin with
  *     one short critical section and then read without locks;
  *   - the latest manifest this handle knows (man_mu serialises commits of this process);
- *   - background threads: the WAL flusher (also renews the writer lease) and the worker
- *     (memtable flushes to L0, compaction, GC).
+ *   - background threads: the WAL flusher (also renews the writer lease), the flush worker
+ *     (memtable flushes to L0, retried with backoff on store trouble) and the maintenance
+ *     worker (compaction, GC), so that a long compaction never holds up L0 flushes.
  * Lock order: fmu/cmu → man_mu → wmu → mu; tmu (the open-table registry) is a leaf.
  */
 #ifndef OD_LSM_INT_H
@@ -131,8 +132,10 @@ struct od_db {
     /* read-only follower */
     uint64_t ro_wal_next; /* next WAL id to read */
 
-    pthread_t wal_thread, bg_thread;
-    int wal_thread_on, bg_thread_on;
+    pthread_t wal_thread, bg_thread, cmp_thread;
+    int wal_thread_on, bg_thread_on, cmp_thread_on;
+    _Atomic int compactor_off; /* a compactor process fenced our in-process compactor */
+    _Atomic int cjob_pending;  /* the manifest records a compaction job this handle should resume */
     int wal_exited; /* (mu) the WAL thread has stopped: nothing more becomes durable */
     int64_t last_gc_ms;
 
@@ -154,11 +157,16 @@ int od_db_check_bg(od_db *db, od_err *err);
 uint64_t od_db_min_snapshot_seq(od_db *db);
 int od_entry_visible(const od_entry *e, int64_t now_ms); /* PUT and not expired */
 int od_fenced_error(od_db *db, od_err *err, const char *what); /* re-reads the manifest, explains */
+/* Test only (fault injection, tests/unit/test_lsm_oom.c): the nth memtable entry inserted by
+ * od_db_write from now on fails with OD_NOMEM (see od_mt_test_fail_after; applies to the
+ * current mutable memtable). */
+void od_db_test_fail_memtable_insert(od_db *db, uint64_t nth);
 
 /* compaction.c */
 int od_flush_imm(od_db *db, od_err *err);        /* flush every immutable memtable, oldest first */
 int od_compact_run(od_db *db, int force, int *did, od_err *err); /* one compaction if there is work (*did = 1) */
-int od_table_build_and_put(od_db *db, od_sst_builder *b, od_sst_desc *desc, od_err *err);
+/* Finish b and PUT it as sst/<id>.sst (id NULL: a new unique id); *desc describes it. */
+int od_table_build_and_put(od_db *db, od_sst_builder *b, od_sst_desc *desc, const char *id, od_err *err);
 
 /* gc.c */
 int od_gc_run(od_db *db, od_err *err);

@@ -18,7 +18,7 @@
 #include "od_crc32c.h"
 
 #define MF_MAGIC "ODMF"
-#define MF_VERSION 1
+#define MF_VERSION 2 /* 2 added the compaction job; version 1 objects are still read */
 #define MF_FIXED 80
 #define MF_MAX_TRIES 1000
 
@@ -60,8 +60,18 @@ int od_sst_desc_copy(od_sst_desc *dst, const od_sst_desc *src)
     return OD_OK;
 }
 
+void od_cjob_free(od_cjob *j)
+{
+    free(j->l0_in);
+    free(j->runs_in);
+    for (size_t i = 0; i < j->nout; i++) od_sst_desc_free(&j->out[i]);
+    free(j->out);
+    memset(j, 0, sizeof *j);
+}
+
 void od_manifest_free(od_manifest *m)
 {
+    od_cjob_free(&m->job);
     for (size_t i = 0; i < m->nl0; i++) od_sst_desc_free(&m->l0[i]);
     free(m->l0);
     for (size_t r = 0; r < m->nruns; r++) {
@@ -90,6 +100,31 @@ static int copy_descs(od_sst_desc **dst, const od_sst_desc *src, size_t n)
     return OD_OK;
 }
 
+int od_cjob_copy(od_cjob *dst, const od_cjob *src)
+{
+    *dst = *src;
+    dst->l0_in = NULL;
+    dst->runs_in = NULL;
+    dst->out = NULL;
+    dst->nl0_in = dst->nruns_in = dst->nout = 0;
+    if (src->nl0_in) {
+        if (!(dst->l0_in = malloc(src->nl0_in * sizeof *dst->l0_in))) goto oom;
+        memcpy(dst->l0_in, src->l0_in, src->nl0_in * sizeof *dst->l0_in);
+        dst->nl0_in = src->nl0_in;
+    }
+    if (src->nruns_in) {
+        if (!(dst->runs_in = malloc(src->nruns_in * sizeof *dst->runs_in))) goto oom;
+        memcpy(dst->runs_in, src->runs_in, src->nruns_in * sizeof *dst->runs_in);
+        dst->nruns_in = src->nruns_in;
+    }
+    if (copy_descs(&dst->out, src->out, src->nout)) goto oom;
+    dst->nout = src->nout;
+    return OD_OK;
+oom:
+    od_cjob_free(dst);
+    return OD_NOMEM;
+}
+
 int od_manifest_copy(od_manifest *dst, const od_manifest *src)
 {
     *dst = *src;
@@ -97,6 +132,8 @@ int od_manifest_copy(od_manifest *dst, const od_manifest *src)
     dst->runs = NULL;
     dst->ckpts = NULL;
     dst->nl0 = dst->nruns = dst->nckpt = 0;
+    dst->has_job = 0;
+    memset(&dst->job, 0, sizeof dst->job);
     if (copy_descs(&dst->l0, src->l0, src->nl0)) goto oom;
     dst->nl0 = src->nl0;
     if (src->nruns) {
@@ -115,6 +152,10 @@ int od_manifest_copy(od_manifest *dst, const od_manifest *src)
         if (!dst->ckpts) goto oom;
         memcpy(dst->ckpts, src->ckpts, src->nckpt * sizeof(od_ckpt));
         dst->nckpt = src->nckpt;
+    }
+    if (src->has_job) {
+        if (od_cjob_copy(&dst->job, &src->job)) goto oom;
+        dst->has_job = 1;
     }
     return OD_OK;
 oom:
@@ -166,20 +207,49 @@ int od_manifest_encode(const od_manifest *m, od_buf *out)
         rc |= od_buf_put_varint(out, m->ckpts[i].manifest_version);
         rc |= od_buf_put_u64(out, (uint64_t)m->ckpts[i].expire_ms);
     }
+    rc |= od_buf_put_varint(out, m->has_job ? 1 : 0);
+    if (!rc && m->has_job) {
+        const od_cjob *j = &m->job;
+        rc |= od_buf_put_varint(out, j->id);
+        rc |= od_buf_put_varint(out, j->compactor_epoch);
+        rc |= od_buf_put_varint(out, j->writer_epoch);
+        rc |= od_buf_put_u64(out, j->owner_id);
+        rc |= od_buf_put_u64(out, (uint64_t)j->started_ms);
+        rc |= od_buf_put_varint(out, j->flags);
+        rc |= od_buf_put_varint(out, j->nl0_in);
+        for (size_t i = 0; !rc && i < j->nl0_in; i++) rc = od_buf_put_lenbytes(out, j->l0_in[i], strlen(j->l0_in[i]));
+        rc |= od_buf_put_varint(out, j->nruns_in);
+        for (size_t i = 0; !rc && i < j->nruns_in; i++) rc = od_buf_put_varint(out, j->runs_in[i]);
+        rc |= od_buf_put_varint(out, j->nout);
+        for (size_t i = 0; !rc && i < j->nout; i++) rc = put_desc(out, &j->out[i]);
+        rc |= od_buf_put_lenbytes(out, j->pending, strlen(j->pending));
+    }
     if (rc) return OD_NOMEM;
     return od_buf_put_u32(out, od_crc32c_mask(od_crc32c(out->data, out->len)));
 }
 
-static int get_desc(od_rd *r, od_sst_desc *d)
+/* An SST id: 1..OD_SST_ID_MAX-1 bytes of [0-9a-z_-], copied NUL-terminated to out. */
+static int id_ok(const uint8_t *id, size_t n, char *out)
 {
-    size_t n;
-    const uint8_t *id = od_rd_lenbytes(r, &n);
-    if (!r->ok || n == 0 || n >= OD_SST_ID_MAX) return -1;
+    if (n == 0 || n >= OD_SST_ID_MAX) return -1;
     for (size_t i = 0; i < n; i++)
         if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'z') || id[i] == '-' || id[i] == '_'))
             return -1;
-    memcpy(d->id, id, n);
-    d->id[n] = 0;
+    memcpy(out, id, n);
+    out[n] = 0;
+    return 0;
+}
+
+static int get_id(od_rd *r, char *out)
+{
+    size_t n;
+    const uint8_t *id = od_rd_lenbytes(r, &n);
+    return r->ok ? id_ok(id, n, out) : -1;
+}
+
+static int get_desc(od_rd *r, od_sst_desc *d)
+{
+    if (get_id(r, d->id)) return -1;
     d->size = od_rd_varint(r);
     d->entries = od_rd_varint(r);
     d->min_seq = od_rd_varint(r);
@@ -209,7 +279,7 @@ int od_manifest_decode(const uint8_t *data, size_t len, const char *name, od_man
     if (want != got)
         return od_err_set(err, OD_CORRUPT, "manifest: object %s fails its CRC32C (stored %08x, computed %08x)", name,
                           want, got);
-    if (memcmp(data, MF_MAGIC, 4) != 0 || data[4] != MF_VERSION || data[5] || data[6] || data[7])
+    if (memcmp(data, MF_MAGIC, 4) != 0 || data[4] < 1 || data[4] > MF_VERSION || data[5] || data[6] || data[7])
         return od_err_set(err, OD_CORRUPT, "manifest: object %s has a bad magic or unknown format version", name);
     m->version = od_get_u64(data + 8);
     m->writer_epoch = od_get_u64(data + 16);
@@ -264,6 +334,44 @@ int od_manifest_decode(const uint8_t *data, size_t len, const char *name, od_man
         m->ckpts[i].manifest_version = od_rd_varint(&r);
         m->ckpts[i].expire_ms = (int64_t)od_rd_u64(&r);
         m->nckpt = i + 1;
+    }
+    if (data[4] >= 2) {
+        n = od_rd_varint(&r);
+        if (!r.ok || n > 1) goto corrupt;
+        if (n == 1) {
+            od_cjob *j = &m->job;
+            m->has_job = 1;
+            j->id = od_rd_varint(&r);
+            j->compactor_epoch = od_rd_varint(&r);
+            j->writer_epoch = od_rd_varint(&r);
+            j->owner_id = od_rd_u64(&r);
+            j->started_ms = (int64_t)od_rd_u64(&r);
+            j->flags = od_rd_varint(&r);
+            if (j->flags & ~(uint64_t)OD_CJOB_BOTTOM) goto corrupt;
+            uint64_t k = od_rd_varint(&r);
+            if (!count_ok(&r, k)) goto corrupt;
+            if (k && !(j->l0_in = calloc(k, sizeof *j->l0_in))) goto oom;
+            for (uint64_t i = 0; i < k; i++) {
+                if (get_id(&r, j->l0_in[i])) goto corrupt;
+                j->nl0_in = i + 1;
+            }
+            k = od_rd_varint(&r);
+            if (!count_ok(&r, k)) goto corrupt;
+            if (k && !(j->runs_in = calloc(k, sizeof *j->runs_in))) goto oom;
+            for (uint64_t i = 0; i < k; i++) j->runs_in[i] = od_rd_varint(&r);
+            j->nruns_in = k;
+            k = od_rd_varint(&r);
+            if (!count_ok(&r, k)) goto corrupt;
+            if (k && !(j->out = calloc(k, sizeof *j->out))) goto oom;
+            for (uint64_t i = 0; i < k; i++) {
+                bad = get_desc(&r, &j->out[i]);
+                j->nout = i + 1;
+                if (bad) goto fail;
+            }
+            size_t pl;
+            const uint8_t *pid = od_rd_lenbytes(&r, &pl);
+            if (!r.ok || (pl && id_ok(pid, pl, j->pending))) goto corrupt;
+        }
     }
     if (!r.ok || od_rd_left(&r) != 0) goto corrupt;
     return OD_OK;
@@ -384,6 +492,16 @@ int od_landed(od_store *s, const char *key, const void *data, size_t len)
     return same;
 }
 
+size_t od_manifest_prune_ckpts(od_manifest *m, int64_t now_ms)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < m->nckpt; i++)
+        if (m->ckpts[i].expire_ms == 0 || m->ckpts[i].expire_ms > now_ms) m->ckpts[j++] = m->ckpts[i];
+    size_t removed = m->nckpt - j;
+    m->nckpt = j;
+    return removed;
+}
+
 int od_manifest_update(od_store *s, od_manifest *cur, uint64_t committer_id, od_manifest_edit_fn edit, void *ctx,
                        od_err *err)
 {
@@ -410,6 +528,7 @@ int od_manifest_update(od_store *s, od_manifest *cur, uint64_t committer_id, od_
             od_manifest_free(&next);
             return rc;
         }
+        od_manifest_prune_ckpts(&next, od_now_ms());
         next.version = cur->version + 1;
         next.committer_id = committer_id;
         next.commit_time_ms = od_now_ms();

@@ -41,9 +41,19 @@ typedef struct od_mt_op {
 } od_mt_op;
 
 /* Single writer. Inserts ops[0..n) all with sequence number `seq`; the result is the same as
- * od_mt_add of each op in array order. `ops` is reordered. OD_OK / OD_NOMEM (on NOMEM a
+ * od_mt_add of each op in array order. `ops` is not modified. OD_OK / OD_NOMEM (on NOMEM a
  * prefix of the batch, in key order, may have been inserted). */
 int od_mt_add_batch(od_memtable *m, od_mt_op *ops, size_t n, uint64_t seq);
+
+/* Single writer: scratch room for n ops (owned by the memtable, valid until the next call or
+ * the memtable's end), so a caller can hand a whole batch to od_mt_add_batch at once; NULL on
+ * OOM (the caller then uses smaller slices of its own). */
+od_mt_op *od_mt_scratch_ops(od_memtable *m, size_t n);
+
+/* Test only (fault injection): the n-th entry inserted from now on (counting every entry of
+ * od_mt_add and od_mt_add_batch) fails with OD_NOMEM as if the arena were exhausted; the
+ * entries before it are inserted. 0 turns it off. Single writer. */
+void od_mt_test_fail_after(od_memtable *m, uint64_t n);
 size_t od_mt_bytes(const od_memtable *m);   /* arena bytes in use */
 uint64_t od_mt_count(const od_memtable *m); /* entries */
 uint64_t od_mt_max_seq(const od_memtable *m);

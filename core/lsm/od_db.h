@@ -67,6 +67,12 @@ typedef struct od_db_options {
     int compactor_only;           /* 1: a separate compactor process: no writes, no WAL, no lease;
                                      bumps compactor_epoch, follows the manifest, compacts and
                                      collects garbage (run the writer with compactor=0) */
+    size_t compaction_output_bytes; /* split compaction output into collections of about this
+                                       size, at key boundaries; bounds the memory a compaction
+                                       builds in (default 32 MiB, at least 64 KiB) */
+    uint32_t flush_retry_ms;      /* a background L0 flush failing with store trouble (transient,
+                                     timeout, I/O, conflict) is retried with backoff for this long
+                                     before the handle fails (default 60000) */
 } od_db_options;
 
 void od_db_options_init(od_db_options *o);
@@ -150,7 +156,8 @@ typedef struct od_db_stats {
 
 void od_db_get_stats(od_db *db, od_db_stats *out);
 /* JSON description of the current manifest: epochs, WAL range, every collection with its
- * key range, size, entry count and level; NUL-terminated (len excludes the NUL). Caller frees
+ * key range, size, entry count and level, checkpoints, and the compaction job in progress
+ * ("compaction_job", only while there is one); NUL-terminated (len excludes the NUL). Caller frees
  * with od_buf_free. */
 int od_db_inspect(od_db *db, od_buf *json, od_err *err);
 /* The store the database lives on (for product-level objects and counters). */

@@ -23,6 +23,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "../util/od_buf.h"
 #include "../util/od_err.h"
@@ -44,11 +45,32 @@ typedef struct od_entry {
 /* Order of entries: user key bytes ascending (memcmp, shorter first), then seq descending. */
 int od_entry_cmp(const uint8_t *ka, size_t kal, uint64_t seqa, const uint8_t *kb, size_t kbl, uint64_t seqb);
 
+/* A key's first 8 bytes read big-endian, zero-padded: od_key_prefix(a) < od_key_prefix(b)
+ * implies a < b, so comparing prefixes decides most key comparisons (equal prefixes need the
+ * full comparison). In-memory only (memtable nodes, SST index search), never stored. */
+static inline uint64_t od_key_prefix(const uint8_t *k, size_t n)
+{
+    uint64_t v = 0;
+    if (n >= 8) {
+        memcpy(&v, k, 8);
+    } else if (n) {
+        uint8_t b[8] = {0};
+        memcpy(b, k, n);
+        memcpy(&v, b, 8);
+    }
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
 /* ---------------- builder ---------------- */
 typedef struct od_sst_opts {
     size_t block_size;       /* default 16384 */
     int bloom_bits_per_key;  /* default 10; 0 = no filter */
     int compress;            /* 1 (default): LZ4 per block when it saves ≥ 12.5% */
+    size_t expect_bytes;     /* pre-size the object buffer for this many bytes (0 = grow as
+                                needed), so a builder cut at a known size never doubles past it */
 } od_sst_opts;
 
 typedef struct od_sst_props {

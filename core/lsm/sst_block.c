@@ -204,6 +204,10 @@ static inline const uint8_t *getv(const uint8_t *p, const uint8_t *end, uint64_t
         *v = *p;
         return p + 1;
     }
+    if (end - p >= 2 && p[1] < 0x80) { /* two bytes: sequence numbers, lengths ≥ 128 */
+        *v = (uint64_t)(p[0] & 0x7f) | ((uint64_t)p[1] << 7);
+        return p + 2;
+    }
     uint64_t r = 0;
     for (int s = 0; s < 64 && p < end; s += 7) {
         uint8_t c = *p++;
@@ -314,21 +318,34 @@ int od_blki_next(od_blk_iter *it, const char **why)
     return load_at(it, it->next, why);
 }
 
-int od_blki_seek(od_blk_iter *it, const uint8_t *key, size_t klen, uint64_t seq, const char **why)
+/* The restart entry r's first bytes, on their way into the cache (bounds-checked: a corrupt
+ * offset is reported by decode_hdr, not touched here). */
+static inline void prefetch_restart(const od_blk *b, uint32_t r)
 {
-    const od_blk *b = &it->blk;
+    if (r < b->nrestarts) {
+        uint32_t off = od_get_u32(b->restarts + 4 * (size_t)r);
+        if (off < b->len) __builtin_prefetch(b->data + off);
+    }
+}
+
+/* The last restart point whose entry is < (key, seq) (0 if none): a binary search over the
+ * restart entries. OD_OK / OD_CORRUPT. The lines of the entries from there to the next
+ * restart point, which the caller scans in order, are prefetched together. */
+static int restart_search(const od_blk *b, const uint8_t *key, size_t klen, uint64_t seq, uint32_t *out,
+                          const char **why)
+{
     uint32_t left = 0, right = b->nrestarts - 1;
     while (left < right) {
         uint32_t mid = left + (right - left + 1) / 2;
+        /* the next probe is one of two entries: fetch both while this one is compared (each
+         * probe is otherwise a cache miss waiting for the previous one) */
+        prefetch_restart(b, left + (mid - left) / 2);
+        prefetch_restart(b, mid + (right - mid + 1) / 2);
         uint32_t off = od_get_u32(b->restarts + 4 * (size_t)mid);
         ehdr h;
         int rc = decode_hdr(b, off, &h, why);
-        if (rc) {
-            it->valid = 0;
-            return rc;
-        }
+        if (rc) return rc;
         if (h.shared != 0) {
-            it->valid = 0;
             *why = "restart entry with a shared prefix";
             return OD_CORRUPT;
         }
@@ -337,8 +354,77 @@ int od_blki_seek(od_blk_iter *it, const uint8_t *key, size_t klen, uint64_t seq,
         else
             right = mid - 1;
     }
+    uint32_t start = od_get_u32(b->restarts + 4 * (size_t)left);
+    size_t end = left + 1 < b->nrestarts ? od_get_u32(b->restarts + 4 * (size_t)left + 4) : b->len;
+    if (end > b->len) end = b->len;
+    if (end > (size_t)start + 4096) end = (size_t)start + 4096;
+    for (size_t p = start; p < end; p += 64) __builtin_prefetch(b->data + p);
+    *out = start;
+    return OD_OK;
+}
+
+int od_blk_get(const od_blk *b, const uint8_t *key, size_t klen, uint64_t seq, od_entry *out, int *found,
+               const char **why)
+{
+    *found = -1;
+    uint32_t start;
+    int rc = restart_search(b, key, klen, seq, &start, why);
+    if (rc) return rc;
+    /* Scan in order. m = how many leading bytes the previous key shares with `key` (that key
+     * was smaller, or equal with a too-new seq). An entry sharing more than m bytes with the
+     * previous key is smaller than `key` too (it differs from `key` where the previous one
+     * did, the same way); otherwise its first `shared` bytes are key's and only its unshared
+     * bytes need comparing. No key is rebuilt. */
+    size_t m = 0, plen = 0;
+    for (size_t off = start; off < b->len;) {
+        ehdr h;
+        if ((rc = decode_hdr(b, off, &h, why))) return rc;
+        if (h.shared > plen) { /* also: the first entry, a restart point, shares nothing */
+            *why = "shared key prefix longer than the previous key";
+            return OD_CORRUPT;
+        }
+        int c = -1;
+        if (h.shared <= m) {
+            size_t s = (size_t)h.shared, u = (size_t)h.unshared, tl = klen - s, n = u < tl ? u : tl, i = 0;
+            const uint8_t *t = key + s;
+            while (i < n && h.kp[i] == t[i]) i++;
+            m = s + i;
+            if (i < n)
+                c = h.kp[i] < t[i] ? -1 : 1;
+            else
+                c = u < tl ? -1 : u > tl ? 1 : 0;
+        }
+        plen = (size_t)(h.shared + h.unshared);
+        if (c > 0) {
+            *found = 0;
+            return OD_OK;
+        }
+        if (c == 0 && h.seq <= seq) {
+            out->key = key;
+            out->klen = klen;
+            out->seq = h.seq;
+            out->kind = h.kind;
+            out->expire_ms = h.expire;
+            out->val = h.vp;
+            out->vlen = (size_t)h.vlen;
+            *found = 1;
+            return OD_OK;
+        }
+        off = h.end;
+    }
+    return OD_OK;
+}
+
+int od_blki_seek(od_blk_iter *it, const uint8_t *key, size_t klen, uint64_t seq, const char **why)
+{
+    uint32_t start;
+    int rc = restart_search(&it->blk, key, klen, seq, &start, why);
+    if (rc) {
+        it->valid = 0;
+        return rc;
+    }
     it->key->len = 0;
-    int rc = load_at(it, od_get_u32(b->restarts + 4 * (size_t)left), why);
+    rc = load_at(it, start, why);
     while (rc == OD_OK && it->valid && od_entry_cmp(it->e.key, it->e.klen, it->e.seq, key, klen, seq) < 0)
         rc = od_blki_next(it, why);
     return rc;

@@ -102,4 +102,12 @@ int od_blki_next(od_blk_iter *it, const char **why);
 /* First entry ≥ (key, seq) in od_entry_cmp order. */
 int od_blki_seek(od_blk_iter *it, const uint8_t *key, size_t klen, uint64_t seq, const char **why);
 
+/* Point lookup (the get path): the first entry of `key` with seq ≤ `seq`, without
+ * rebuilding the keys it passes (it tracks how much of each key matches `key` instead).
+ * *found: 1 (out filled: out->key is the caller's `key`, out->val points into the block),
+ * 0 (the key has no such entry here: a larger entry follows), -1 (the block ended first).
+ * OD_OK / OD_CORRUPT (*why set). */
+int od_blk_get(const od_blk *b, const uint8_t *key, size_t klen, uint64_t seq, od_entry *out, int *found,
+               const char **why);
+
 #endif

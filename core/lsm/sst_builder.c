@@ -45,6 +45,7 @@ void od_sst_opts_init(od_sst_opts *o)
     o->block_size = 16384;
     o->bloom_bits_per_key = 10;
     o->compress = 1;
+    o->expect_bytes = 0;
 }
 
 void od_sst_props_free(od_sst_props *p)
@@ -68,6 +69,11 @@ int od_sst_builder_new(const od_sst_opts *o, od_sst_builder **out, od_err *err)
     if (b->o.bloom_bits_per_key < 0) b->o.bloom_bits_per_key = 0;
     if (b->o.bloom_bits_per_key > 64) b->o.bloom_bits_per_key = 64;
     od_blkb_init(&b->bb);
+    size_t expect = b->o.expect_bytes < (1u << 30) ? b->o.expect_bytes : (1u << 30);
+    if (expect && od_buf_reserve(&b->out, expect)) {
+        od_sst_builder_free(b);
+        return od_err_set(err, OD_NOMEM, "sst builder: out of memory reserving %zu bytes", expect);
+    }
     *out = b;
     return OD_OK;
 }

@@ -56,6 +56,7 @@ struct od_sst {
     const uint8_t *filter;     /* NULL: no filter */
     size_t filter_len;
     ixent *ix;
+    uint64_t *ixpfx;           /* od_key_prefix of each ix[i].key: the index search's first test */
     uint32_t nblocks;
     uint64_t data_end;
     od_sst_props props;
@@ -127,7 +128,8 @@ static int parse_index(od_sst *t, uint64_t off, uint64_t size, od_err *err)
         return corrupt(t, err, "index block", off, "bad block count");
     t->nblocks = (uint32_t)n;
     t->ix = calloc(n ? n : 1, sizeof *t->ix);
-    if (!t->ix) return od_err_set(err, OD_NOMEM, "sst %s: out of memory (index of %llu blocks)", t->name,
+    t->ixpfx = malloc((n ? n : 1) * sizeof *t->ixpfx);
+    if (!t->ix || !t->ixpfx) return od_err_set(err, OD_NOMEM, "sst %s: out of memory (index of %llu blocks)", t->name,
                                   (unsigned long long)n);
     uint64_t pos = 0;
     for (uint32_t i = 0; i < t->nblocks; i++) {
@@ -142,6 +144,7 @@ static int parse_index(od_sst *t, uint64_t off, uint64_t size, od_err *err)
             return corrupt(t, err, "index block", off, "keys out of order");
         e->off = pos;
         pos += e->size;
+        t->ixpfx[i] = od_key_prefix(e->key, e->klen);
     }
     if (pos != t->data_end) return corrupt(t, err, "index block", off, "data blocks do not fill the data region");
     return OD_OK;
@@ -274,6 +277,7 @@ void od_sst_close(od_sst *t)
     free(t->index_owned);
     free(t->filter_owned);
     free(t->ix);
+    free(t->ixpfx);
     od_sst_props_free(&t->props);
     free(t);
 }
@@ -357,14 +361,24 @@ static int blk_load(od_sst *t, uint32_t i, blkref *r, od_blk *b, rawwin *win, od
     return OD_OK;
 }
 
-/* First block whose last (key, seq) is ≥ (key, seq); nblocks if none. */
+/* First block whose last (key, seq) is ≥ (key, seq); nblocks if none. The search runs on the
+ * dense prefix array (8 bytes per block, cache-resident for thousands of blocks) and reads a
+ * block's full last key only when its prefix equals the key's. */
 static uint32_t ix_search(const od_sst *t, const uint8_t *key, size_t klen, uint64_t seq)
 {
+    uint64_t kp = od_key_prefix(key, klen);
     uint32_t lo = 0, hi = t->nblocks;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        const ixent *e = &t->ix[mid];
-        if (od_entry_cmp(e->key, e->klen, e->seq, key, klen, seq) < 0)
+        uint64_t p = t->ixpfx[mid];
+        int less;
+        if (p != kp) {
+            less = p < kp;
+        } else {
+            const ixent *e = &t->ix[mid];
+            less = od_entry_cmp(e->key, e->klen, e->seq, key, klen, seq) < 0;
+        }
+        if (less)
             lo = mid + 1;
         else
             hi = mid;
@@ -397,34 +411,35 @@ int od_sst_get(od_sst *t, const void *key, size_t klen, uint64_t max_seq, od_ent
         blkref r;
         od_blk b;
         if ((rc = blk_load(t, i, &r, &b, &win, err))) break;
-        od_blk_iter it;
+        od_entry e;
+        int found;
         const char *why = NULL;
-        od_blki_init(&it, &b, hold);
-        rc = od_blki_seek(&it, k, klen, max_seq, &why);
+        rc = od_blk_get(&b, k, klen, max_seq, &e, &found, &why);
         if (rc) {
             blk_release(t, &r);
             rc = blk_err(t, i, rc, why, err);
             break;
         }
-        if (!it.valid) { /* only with inconsistent index/data: try the next block */
+        if (found < 0) { /* only with inconsistent index/data: try the next block */
             blk_release(t, &r);
             rc = OD_NOTFOUND;
             continue;
         }
-        if (it.e.klen != klen || (klen && memcmp(it.e.key, k, klen) != 0)) {
+        if (found == 0) {
             blk_release(t, &r);
             rc = OD_NOTFOUND;
             break;
         }
-        /* hold holds the key; append the value after it before the block goes away. */
-        *out = it.e;
-        hold->len = klen;
-        if (od_buf_append(hold, it.e.val, it.e.vlen)) {
+        /* copy key and value into hold before the block goes away */
+        hold->len = 0;
+        if (od_buf_reserve(hold, klen + e.vlen + 1) || od_buf_append(hold, k, klen) ||
+            od_buf_append(hold, e.val, e.vlen)) {
             blk_release(t, &r);
             rc = od_err_set(err, OD_NOMEM, "sst %s: out of memory copying a value", t->name);
             break;
         }
         blk_release(t, &r);
+        *out = e;
         out->key = hold->data;
         out->val = hold->data + klen;
         rc = OD_OK;

@@ -1,0 +1,196 @@
+/*
+ * test_lsm_review_jobs.c — review tests for the compaction-job / GC changes (issue #3 review).
+ *
+ *   gc_superseded_manifest: a manifest version is "in use" by readers until it is superseded,
+ *     not from when it was written. A compaction records its job (manifest N) and is held in
+ *     its merge past gc_min_age_ms; a reader (another handle, so no in-process pin) then
+ *     opens and loads N, the latest version, written long ago; the compaction commits N+1
+ *     without the L0 collection and GC runs at once. GC must keep N (superseded just now)
+ *     and so the collection the reader is about to read; it may delete both only once N+1
+ *     is older than the minimum age.
+ */
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "lsm/manifest.h"
+#include "lsm/od_db.h"
+#include "od_objstore.h"
+
+static void sleep_ms(int ms)
+{
+    if (ms <= 0) return;
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static void key_of(int i, char *k, size_t n)
+{
+    snprintf(k, n, "key-%07d", i);
+}
+
+#define VLEN 100
+
+static void val_of(int i, char *v, size_t n)
+{
+    uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull + 7;
+    for (size_t j = 0; j + 1 < n; j++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v[j] = (char)('a' + (x % 26));
+    }
+    v[n - 1] = 0;
+}
+
+static void write_range(od_db *db, int from, int to)
+{
+    od_err err;
+    char k[32], v[VLEN];
+    for (int i = from; i < to;) {
+        od_batch *b = od_batch_new();
+        assert_non_null(b);
+        for (int j = 0; j < 100 && i < to; j++, i++) {
+            key_of(i, k, sizeof k);
+            val_of(i, v, sizeof v);
+            assert_int_equal(od_batch_put(b, k, strlen(k), v, VLEN), OD_OK);
+        }
+        int rc = od_db_write(db, b, 0, NULL, &err);
+        od_batch_free(b);
+        if (rc) fail_msg("write: %s", err.msg);
+    }
+}
+
+static int check_range(od_db *db, int from, int to, od_err *err)
+{
+    char k[32], v[VLEN];
+    for (int i = from; i < to; i++) {
+        key_of(i, k, sizeof k);
+        val_of(i, v, sizeof v);
+        od_buf got = {0};
+        int rc = od_db_get(db, NULL, k, strlen(k), &got, err);
+        if (rc) return rc;
+        assert_int_equal(got.len, VLEN);
+        assert_memory_equal(got.data, v, VLEN);
+        od_buf_free(&got);
+    }
+    return OD_OK;
+}
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)sb;
+    (void)flag;
+    (void)f;
+    return remove(p);
+}
+
+struct hold {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered, released;
+};
+
+static int hold_filter(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen, int64_t now)
+{
+    (void)key, (void)klen, (void)val, (void)vlen, (void)now;
+    struct hold *h = ctx;
+    pthread_mutex_lock(&h->mu);
+    h->entered = 1;
+    pthread_cond_broadcast(&h->cv);
+    while (!h->released) pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    return 0;
+}
+
+static void *compact_thread(void *arg)
+{
+    od_err err;
+    int rc = od_db_compact(arg, &err);
+    if (rc) fprintf(stderr, "compact: %s\n", err.msg);
+    return (void *)(intptr_t)rc;
+}
+
+static void test_gc_superseded_manifest(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/od-review-gc-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char uri[128];
+    snprintf(uri, sizeof uri, "file://%s", dir);
+    od_err err;
+    od_db_options o;
+    od_db_options_init(&o);
+    o.compactor = 0;
+    o.gc_interval_ms = 0;
+    o.gc_min_age_ms = 300;
+    o.flush_interval_ms = 2;
+    struct hold h = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    o.compaction_filter = hold_filter;
+    o.compaction_filter_ctx = &h;
+    od_db *w;
+    if (od_db_open(uri, &o, &w, &err)) fail_msg("open: %s", err.msg);
+    od_store *s = od_db_store(w);
+    write_range(w, 0, 3000);
+    assert_int_equal(od_db_flush(w, 1, &err), OD_OK);
+    od_manifest m;
+    assert_int_equal(od_manifest_load_latest(s, 0, &m, &err), OD_OK);
+    assert_int_equal(m.nl0, 1);
+    char l0key[64];
+    od_sst_key(l0key, sizeof l0key, m.l0[0].id);
+    od_manifest_free(&m);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, compact_thread, w), 0);
+    pthread_mutex_lock(&h.mu);
+    while (!h.entered) pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    sleep_ms(600); /* the job's start commit (the latest manifest) is now older than the min age */
+
+    od_db_options ro;
+    od_db_options_init(&ro);
+    ro.read_only = 1;
+    od_db *r;
+    if (od_db_open(uri, &ro, &r, &err)) fail_msg("open reader: %s", err.msg);
+
+    pthread_mutex_lock(&h.mu);
+    h.released = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    void *trc;
+    pthread_join(t, &trc);
+    assert_int_equal((int)(intptr_t)trc, OD_OK); /* N+1: the L0 collection left the latest */
+    assert_int_equal(od_db_gc(w, &err), OD_OK);
+    od_obj_meta meta;
+    int hrc = od_store_head(s, l0key, &meta, &err);
+    if (hrc != OD_OK) fail_msg("GC deleted %s, listed by the manifest a reader loaded just before: %s", l0key, err.msg);
+    if (check_range(r, 0, 3000, &err)) fail_msg("reader of the manifest that was latest a moment ago: %s", err.msg);
+
+    /* once the superseding version is older than the minimum age, both go */
+    sleep_ms(600);
+    assert_int_equal(od_db_gc(w, &err), OD_OK);
+    assert_int_equal(od_store_head(s, l0key, &meta, &err), OD_NOTFOUND);
+    assert_int_equal(od_db_refresh(r, &err), OD_OK);
+    assert_int_equal(check_range(r, 0, 3000, &err), OD_OK);
+    assert_int_equal(check_range(w, 0, 3000, &err), OD_OK);
+    assert_int_equal(od_db_close(r, &err), OD_OK);
+    assert_int_equal(od_db_close(w, &err), OD_OK);
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gc_superseded_manifest),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -12,16 +12,21 @@
  *   SELECT * FROM m_series;  SELECT * FROM m_labels;  SELECT * FROM m_stats;
  *
  * Tables:
- *   m(metric TEXT, labels TEXT, ts INTEGER, value REAL, selector HIDDEN)
- *       one row per sample; labels is a JSON object of every label but __name__; NaN values
- *       (stale markers included) read as NULL. INSERT only (DELETE/UPDATE are errors: samples
- *       leave through retention).
+ *   m(metric TEXT, labels TEXT, ts INTEGER, value REAL, selector HIDDEN, value_bits HIDDEN,
+ *     value_text HIDDEN)
+ *       one row per sample; labels is a JSON object of every label but __name__. SQLite has no
+ *       NaN: NaN values (stale markers included) read as NULL in value; value_bits is the exact
+ *       IEEE-754 bits (signed 64-bit), value_text the Prometheus text form (NaN, +Inf, -Inf,
+ *       shortest exact decimal). INSERT takes value as a number or the text NaN/Inf/+Inf/-Inf
+ *       (any case), or value_bits instead (exact bits: the stale marker 0x7ff0000000000002).
+ *       INSERT only (DELETE/UPDATE are errors: samples leave through retention).
  *   m_series(metric, labels, series, id, selector HIDDEN)   one row per series (module tsdb_series)
  *   m_labels(name, value, selector HIDDEN)                 label name/value pairs (tsdb_labels)
  *   m_stats(bucket_start, bucket_end, series, samples, chunks, chunk_bytes, index_bytes)
  *                                                          storage by time bucket (tsdb_stats)
- *   The companions are created (and dropped) with m, with the same arguments; they can also be
- *   created by hand: CREATE VIRTUAL TABLE x USING tsdb_series('<uri>').
+ *   The companions are created, dropped and renamed (xRename runs ALTER TABLE on them, as FTS5
+ *   does for its shadow tables) with m, with the same arguments; they can also be created by
+ *   hand: CREATE VIRTUAL TABLE x USING tsdb_series('<uri>').
  * Functions: tsdb_label(labels_json, name) → the label's value or NULL;
  *            tsdb_bucket(ts, width) → ts rounded down to a multiple of width (ms or '5m');
  *            tsdb_compact(table) → compacts the table's store now, returns its bucket count.
@@ -40,8 +45,14 @@
  *
  * Transactions: INSERTed rows are buffered per table in the vtab (grouped by series) and given
  * to the engine as one atomic batch in xSync, which waits until it is durable in the object
- * store; ROLLBACK (and ROLLBACK TO, and a failed statement) discards them. Rows of an open
- * transaction are not visible to SELECTs before COMMIT.
+ * store; ROLLBACK (and ROLLBACK TO, and a failed statement) discards them. xSync refuses a
+ * batch with a sample older than the retention window of its newest sample before writing
+ * anything (the engine would drop that sample and write the rest).
+ * Read-your-own-writes: a SELECT on m copies the buffered series it selects at xFilter and
+ * merges them into the engine's rows (series in label order, then time; a buffered timestamp
+ * replaces the stored sample), so every pushdown, LIMIT/OFFSET included, sees the merged rows.
+ * The _series/_labels companions of m (found by name in the connection map) add the buffered
+ * series too (id NULL until COMMIT). Other connections see the rows after COMMIT.
  *
  * Engine handles: all connections of a process share one od_tsdb per store URI (handles.c).
  * It opens in lazy-writer mode: reading never fences anybody, and the first INSERT makes this
@@ -71,25 +82,31 @@ SQLITE_EXTENSION_INIT3
 
 /* ---------------------------------------------------------------- connection map */
 
+struct tvtab;
+
 typedef struct regent {
     sqlite3 *db;
+    char *schema; /* the database holding the table (main, temp, an attached name) */
     char *name;
     od_tsdb *t;
+    struct tvtab *v; /* the main table's vtab (its transaction buffer, for the companions) */
     struct regent *next;
 } regent;
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static regent *reg_head;
 
-static int reg_add(sqlite3 *db, const char *name, od_tsdb *t)
+static int reg_add(sqlite3 *db, const char *schema, const char *name, od_tsdb *t, struct tvtab *v)
 {
     regent *e = calloc(1, sizeof *e);
-    if (!e || !(e->name = strdup(name))) {
+    if (!e || !(e->name = strdup(name)) || !(e->schema = strdup(schema))) {
+        if (e) free(e->name);
         free(e);
         return SQLITE_NOMEM;
     }
     e->db = db;
     e->t = t;
+    e->v = v;
     pthread_mutex_lock(&reg_mu);
     e->next = reg_head;
     reg_head = e;
@@ -97,13 +114,18 @@ static int reg_add(sqlite3 *db, const char *name, od_tsdb *t)
     return SQLITE_OK;
 }
 
-static void reg_del(sqlite3 *db, const char *name)
+/* Remove the entry of vtab v. By identity, not by name: two vtabs of one connection can carry
+ * the same name for a while (a table renamed inside a transaction is connected again under
+ * its new name while the old vtab is held until COMMIT), and removing the other one's entry
+ * would leave one that points to a freed vtab. */
+static void reg_del(sqlite3 *db, const struct tvtab *v)
 {
     pthread_mutex_lock(&reg_mu);
     for (regent **pp = &reg_head; *pp; pp = &(*pp)->next) {
         regent *e = *pp;
-        if (e->db == db && sqlite3_stricmp(e->name, name) == 0) {
+        if (e->db == db && e->v == v) {
             *pp = e->next;
+            free(e->schema);
             free(e->name);
             free(e);
             break;
@@ -123,6 +145,20 @@ static od_tsdb *reg_find(sqlite3 *db, const char *name)
         }
     pthread_mutex_unlock(&reg_mu);
     return t;
+}
+
+/* The main table schema.name of this connection if it is open on the store t (else NULL). */
+static struct tvtab *reg_find_vtab(sqlite3 *db, const char *schema, const char *name, const od_tsdb *t)
+{
+    struct tvtab *v = NULL;
+    pthread_mutex_lock(&reg_mu);
+    for (regent *e = reg_head; e; e = e->next)
+        if (e->db == db && e->t == t && sqlite3_stricmp(e->name, name) == 0 && sqlite3_stricmp(e->schema, schema) == 0) {
+            v = e->v;
+            break;
+        }
+    pthread_mutex_unlock(&reg_mu);
+    return v;
 }
 
 void *od_vtab_tsdb_lookup(sqlite3 *db, const char *table, char **errmsg)
@@ -265,7 +301,8 @@ static void close_handle(void *h)
 typedef enum tkind { K_MAIN = 0, K_SERIES, K_LABELS, K_STATS } tkind;
 
 static const char *const SCHEMA[] = {
-    "CREATE TABLE x(metric TEXT, labels TEXT, ts INTEGER, value REAL, selector TEXT HIDDEN)",
+    "CREATE TABLE x(metric TEXT, labels TEXT, ts INTEGER, value REAL, selector TEXT HIDDEN, value_bits INTEGER HIDDEN, "
+    "value_text TEXT HIDDEN)",
     "CREATE TABLE x(metric TEXT, labels TEXT, series TEXT, id INTEGER, selector TEXT HIDDEN)",
     "CREATE TABLE x(name TEXT, value TEXT, selector TEXT HIDDEN)",
     "CREATE TABLE x(bucket_start INTEGER, bucket_end INTEGER, series INTEGER, samples INTEGER, chunks INTEGER, "
@@ -274,7 +311,7 @@ static const char *const SCHEMA[] = {
 static const char *const SUFFIX[] = {"", "_series", "_labels", "_stats"};
 static const char *const MODNAME[] = {"tsdb", "tsdb_series", "tsdb_labels", "tsdb_stats"};
 
-enum { COL_METRIC = 0, COL_LABELS = 1, COL_TS = 2, COL_VALUE = 3, COL_SELECTOR = 4 };
+enum { COL_METRIC = 0, COL_LABELS = 1, COL_TS = 2, COL_VALUE = 3, COL_SELECTOR = 4, COL_VALUE_BITS = 5, COL_VALUE_TEXT = 6 };
 
 /* A series with rows buffered by the open transaction. */
 typedef struct pend {
@@ -288,6 +325,7 @@ typedef struct tvtab {
     sqlite3_vtab base;
     sqlite3 *db;
     tkind kind;
+    char *schema; /* the database (main, temp, attached name) holding the table */
     char *name;
     od_tsdb *t;
     /* transaction buffer (main table only) */
@@ -355,6 +393,7 @@ static void vt_free(tvtab *v)
     pend_free(v);
     if (v->t) od_vtab_handle_release(v->t);
     sqlite3_free(v->name);
+    sqlite3_free(v->schema);
     sqlite3_free(v);
 }
 
@@ -377,6 +416,12 @@ static int vt_init(sqlite3 *db, void *aux, int argc, const char *const *argv, sq
     v->db = db;
     v->kind = kind;
     v->name = sqlite3_mprintf("%s", argv[2]);
+    v->schema = sqlite3_mprintf("%s", argv[1]);
+    if (!v->name || !v->schema) {
+        sqlite3_free(a.uri);
+        vt_free(v);
+        return SQLITE_NOMEM;
+    }
     od_err e;
     od_err_clear(&e);
     void *h = NULL;
@@ -390,7 +435,7 @@ static int vt_init(sqlite3 *db, void *aux, int argc, const char *const *argv, sq
     v->t = h;
     rc = sqlite3_declare_vtab(db, SCHEMA[kind]);
     if (rc == SQLITE_OK) rc = sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
-    if (rc == SQLITE_OK && kind == K_MAIN) rc = reg_add(db, argv[2], v->t);
+    if (rc == SQLITE_OK && kind == K_MAIN) rc = reg_add(db, argv[1], argv[2], v->t, v);
     if (rc == SQLITE_OK && kind == K_MAIN && create) {
         /* companion tables, with the same arguments */
         char *args = sqlite3_mprintf("%s", argv[3]);
@@ -413,7 +458,7 @@ static int vt_init(sqlite3 *db, void *aux, int argc, const char *const *argv, sq
     }
     sqlite3_free(a.uri);
     if (rc) {
-        if (kind == K_MAIN) reg_del(db, argv[2]);
+        if (kind == K_MAIN) reg_del(db, v);
         vt_free(v);
         return rc;
     }
@@ -434,7 +479,7 @@ static int xConnect(sqlite3 *db, void *aux, int argc, const char *const *argv, s
 static int xDisconnect(sqlite3_vtab *pv)
 {
     tvtab *v = (tvtab *)pv;
-    if (v->kind == K_MAIN) reg_del(v->db, v->name);
+    if (v->kind == K_MAIN) reg_del(v->db, v);
     vt_free(v);
     return SQLITE_OK;
 }
@@ -444,7 +489,7 @@ static int xDestroy(sqlite3_vtab *pv)
     tvtab *v = (tvtab *)pv;
     if (v->kind == K_MAIN) {
         for (int k = K_SERIES; k <= K_STATS; k++) {
-            char *sql = sqlite3_mprintf("DROP TABLE IF EXISTS \"%w%s\"", v->name, SUFFIX[k]);
+            char *sql = sqlite3_mprintf("DROP TABLE IF EXISTS \"%w\".\"%w%s\"", v->schema, v->name, SUFFIX[k]);
             if (sql) sqlite3_exec(v->db, sql, NULL, NULL, NULL);
             sqlite3_free(sql);
         }
@@ -528,7 +573,10 @@ static int xBestIndex(sqlite3_vtab *pv, sqlite3_index_info *info)
         info->aConstraintUsage[i].omit = 1;
         tl += (size_t)snprintf(tok + tl, sizeof tok - tl, "%s%s", tl ? " " : "", t);
     }
-    if (handled_all && v->kind == K_MAIN) {
+    /* LIMIT/OFFSET only without ORDER BY: SQLite offers them with an ORDER BY on the table's
+     * columns too, expecting the rows in that order when they are used (orderByConsumed);
+     * the rows come in series order, so cutting them here would cut before the sort. */
+    if (handled_all && v->kind == K_MAIN && info->nOrderBy == 0) {
         for (int i = 0; i < info->nConstraint; i++) {
             const struct sqlite3_index_constraint *c = &info->aConstraint[i];
             if (!c->usable) continue;
@@ -554,6 +602,85 @@ static int xBestIndex(sqlite3_vtab *pv, sqlite3_index_info *info)
     return info->idxStr ? SQLITE_OK : SQLITE_NOMEM;
 }
 
+/* ---------------------------------------------------------------- values */
+
+/* IEEE-754 bits <-> double (memcpy: no aliasing games). */
+static uint64_t bits_of(double d)
+{
+    uint64_t b;
+    memcpy(&b, &d, sizeof b);
+    return b;
+}
+
+static double double_of(uint64_t b)
+{
+    double d;
+    memcpy(&d, &b, sizeof d);
+    return d;
+}
+
+/* The special values in Prometheus spelling (Go's strconv.ParseFloat accepts them in any
+ * case): NaN (Go's math.NaN() bits, as Prometheus writes them), Inf / +Inf / -Inf and the
+ * long form Infinity. 1 when recognised. */
+static int parse_special(const char *s, double *out)
+{
+    int neg = 0;
+    const char *p = s;
+    if (*p == '+' || *p == '-') neg = *p++ == '-';
+    if (sqlite3_stricmp(p, "inf") == 0 || sqlite3_stricmp(p, "infinity") == 0) {
+        *out = neg ? -INFINITY : INFINITY;
+        return 1;
+    }
+    if (p == s && sqlite3_stricmp(p, "nan") == 0) {
+        *out = double_of(OD_NORMAL_NAN_BITS);
+        return 1;
+    }
+    return 0;
+}
+
+/* Prometheus text form of a value: NaN, +Inf, -Inf, or the shortest decimal that reads back
+ * to the same double. */
+static void format_value(double d, char *out, size_t n)
+{
+    if (isnan(d)) snprintf(out, n, "NaN");
+    else if (isinf(d)) snprintf(out, n, "%cInf", d > 0 ? '+' : '-');
+    else {
+        /* 15 digits always read back to a decimal of <= 15 digits, except for subnormals
+         * (fewer significant bits): search those from 1 digit */
+        for (int prec = fpclassify(d) == FP_SUBNORMAL ? 1 : 15; prec <= 17; prec++) {
+            snprintf(out, n, "%.*g", prec, d);
+            if (strtod(out, NULL) == d) break;
+        }
+    }
+}
+
+/* The sample value of an INSERT: `value` (a number, or one of the texts NaN, Inf, +Inf, -Inf)
+ * or `value_bits` (the exact IEEE-754 bits, e.g. the stale marker 0x7ff0000000000002);
+ * exactly one of them. `value_text` is read-only. */
+static int sample_value(tvtab *v, sqlite3_value *value, sqlite3_value *bits, sqlite3_value *text, double *out)
+{
+    if (sqlite3_value_type(text) != SQLITE_NULL)
+        return vt_error(v, "tsdb: value_text cannot be inserted (write value, or value_bits for exact bits)");
+    if (sqlite3_value_type(bits) != SQLITE_NULL) {
+        if (sqlite3_value_type(value) != SQLITE_NULL)
+            return vt_error(v, "tsdb: give value or value_bits, not both");
+        if (sqlite3_value_numeric_type(bits) != SQLITE_INTEGER)
+            return vt_error(v, "tsdb: value_bits must be an integer (the IEEE-754 bits of the value), got '%.100s'",
+                            sqlite3_value_text(bits));
+        *out = double_of((uint64_t)sqlite3_value_int64(bits));
+        return SQLITE_OK;
+    }
+    int vt = sqlite3_value_numeric_type(value);
+    if (vt == SQLITE_INTEGER || vt == SQLITE_FLOAT) {
+        *out = sqlite3_value_double(value);
+        return SQLITE_OK;
+    }
+    if (vt == SQLITE_NULL) return vt_error(v, "tsdb: value must be a number, not NULL");
+    if (vt == SQLITE_TEXT && parse_special((const char *)sqlite3_value_text(value), out)) return SQLITE_OK;
+    return vt_error(v, "tsdb: value must be a number, got '%.100s' (or one of 'NaN', 'Inf', '+Inf', '-Inf')",
+                    sqlite3_value_text(value));
+}
+
 /* ---------------------------------------------------------------- cursors */
 
 typedef struct cell {
@@ -561,6 +688,16 @@ typedef struct cell {
     sqlite3_int64 i;
     char *s;
 } cell;
+
+/* A series of the open transaction's buffer as one SELECT sees it (copied at xFilter, so an
+ * INSERT during the scan cannot move it): its samples inside the query's ts range, time-sorted,
+ * the last write of a timestamp kept; `pass` is the metric pass it belongs to. */
+typedef struct ovser {
+    size_t pass;
+    od_labels ls;
+    od_sample *s;
+    size_t n;
+} ovser;
 
 typedef struct tcur {
     sqlite3_vtab_cursor base;
@@ -578,6 +715,16 @@ typedef struct tcur {
     size_t bn, bpos;
     char *json;                 /* labels JSON of the current series */
     sqlite3_int64 limit, skip;  /* limit < 0: none */
+    const od_labels *peek;      /* next series of sets[si], fetched but not yet served */
+    int set_done;               /* sets[si] has no more series */
+    /* read-your-own-writes: the transaction's buffered series, sorted by (pass, labels), merged
+     * into the engine's stream; ov is the current series' overlay (NULL: none), from_ov says
+     * whether the current row is ov->s[opos] or blk[bpos] */
+    ovser *ovs;
+    size_t nov, oi;
+    const ovser *ov;
+    size_t opos;
+    int from_ov;
     /* companions: materialized rows */
     cell *cells;
     size_t ncols, nrows, row;
@@ -616,6 +763,17 @@ static void cur_reset(tcur *c)
     c->r = NULL;
     c->eof = 1;
     c->rowid = 0;
+    c->peek = NULL;
+    c->set_done = 0;
+    for (size_t i = 0; i < c->nov; i++) {
+        od_labels_free(&c->ovs[i].ls);
+        free(c->ovs[i].s);
+    }
+    free(c->ovs);
+    c->ovs = NULL;
+    c->nov = c->oi = c->opos = 0;
+    c->ov = NULL;
+    c->from_ov = 0;
 }
 
 static int xClose(sqlite3_vtab_cursor *pc)
@@ -632,36 +790,69 @@ static int cur_err(tcur *c, const od_err *e)
     return od_to_sqlite(e->code);
 }
 
-/* Make blk[bpos] the current sample, moving to the next block, series and set as needed.
+static od_sample cur_sample(const tcur *c) { return c->from_ov ? c->ov->s[c->opos] : c->blk[c->bpos]; }
+
+/* Make the current row valid, moving to the next block, series and set as needed.
  * Rows are served from the iterator's block (an array of a whole bucket of the series), so
- * xNext is an increment and xColumn an array read; the engine is called once per block. */
+ * xNext is an increment and xColumn an array read; the engine is called once per block.
+ * A series with rows buffered by the open transaction (ov) is merged row by row: the smaller
+ * timestamp first, and on equal timestamps the buffered row replaces the stored one (the last
+ * write wins, as it will after COMMIT). Series are merged in label order within each pass,
+ * as the engine orders them. */
 static int main_step(tcur *c)
 {
     od_err e;
     od_err_clear(&e);
     for (;;) {
-        if (c->it) {
-            if (c->bpos < c->bn) return SQLITE_OK;
+        if (c->it && c->bpos >= c->bn) {
             if (c->bn && od_sample_iter_advance(c->it, c->bn, &e)) return cur_err(c, &e);
             od_sample_iter_block(c->it, &c->blk, &c->bn);
             c->bpos = 0;
-            if (c->bn) return SQLITE_OK;
-            od_sample_iter_free(c->it);
-            c->it = NULL;
+            if (!c->bn) {
+                od_sample_iter_free(c->it);
+                c->it = NULL;
+            }
+        }
+        if (c->ov && c->opos >= c->ov->n) c->ov = NULL;
+        if (c->it || c->ov) {
+            c->from_ov = 0;
+            if (c->ov && (!c->it || c->ov->s[c->opos].t <= c->blk[c->bpos].t)) {
+                if (c->it && c->ov->s[c->opos].t == c->blk[c->bpos].t) c->bpos++; /* replaced */
+                c->from_ov = 1;
+            }
+            return SQLITE_OK;
         }
         if (c->si >= c->nsets) {
             c->eof = 1;
             return SQLITE_OK;
         }
-        const od_labels *ls;
-        if (od_series_set_next(c->sets[c->si], &ls, &e)) return cur_err(c, &e);
-        if (!ls) {
+        if (!c->peek && !c->set_done) {
+            const od_labels *ls;
+            if (od_series_set_next(c->sets[c->si], &ls, &e)) return cur_err(c, &e);
+            if (ls) c->peek = ls;
+            else c->set_done = 1;
+        }
+        const ovser *o = c->oi < c->nov && c->ovs[c->oi].pass == c->si ? &c->ovs[c->oi] : NULL;
+        if (!c->peek && !o) {
             c->si++;
+            c->set_done = 0;
             continue;
         }
-        c->ls = ls;
+        int cmp = !c->peek ? 1 : !o ? -1 : od_labels_cmp(c->peek, &o->ls);
+        if (cmp <= 0) {
+            c->ls = c->peek;
+            c->peek = NULL;
+            c->bn = c->bpos = 0;
+            if (od_series_set_samples(c->sets[c->si], &c->it, &e)) return cur_err(c, &e);
+        }
+        if (cmp >= 0) {
+            c->ls = &o->ls;
+            c->ov = o;
+            c->opos = 0;
+            c->oi++;
+        }
         od_buf j = {0};
-        if (od_labels_format_json(ls, &j) || od_buf_cstr(&j)) {
+        if (od_labels_format_json(c->ls, &j) || od_buf_cstr(&j)) {
             od_buf_free(&j);
             return SQLITE_NOMEM;
         }
@@ -669,14 +860,13 @@ static int main_step(tcur *c)
         c->json = sqlite3_mprintf("%s", (char *)j.data);
         od_buf_free(&j);
         if (!c->json) return SQLITE_NOMEM;
-        c->bn = c->bpos = 0;
-        if (od_series_set_samples(c->sets[c->si], &c->it, &e)) return cur_err(c, &e);
     }
 }
 
 static int main_next(tcur *c)
 {
-    if (++c->bpos < c->bn) return SQLITE_OK;
+    if (c->from_ov) c->opos++;
+    else if (++c->bpos < c->bn && !c->ov) return SQLITE_OK;
     return main_step(c);
 }
 
@@ -724,15 +914,22 @@ static int xColumn(sqlite3_vtab_cursor *pc, sqlite3_context *ctx, int col)
         break;
     }
     case COL_LABELS: sqlite3_result_text(ctx, c->json, -1, SQLITE_TRANSIENT); break;
-    case COL_TS: sqlite3_result_int64(ctx, c->blk[c->bpos].t); break;
+    case COL_TS: sqlite3_result_int64(ctx, cur_sample(c).t); break;
     case COL_VALUE: {
-        double d = c->blk[c->bpos].v;
+        double d = cur_sample(c).v;
         if (!isnan(d)) sqlite3_result_double(ctx, d);
         break;
     }
     case COL_SELECTOR:
         if (c->selector) sqlite3_result_text(ctx, c->selector, -1, SQLITE_TRANSIENT);
         break;
+    case COL_VALUE_BITS: sqlite3_result_int64(ctx, (sqlite3_int64)bits_of(cur_sample(c).v)); break;
+    case COL_VALUE_TEXT: {
+        char buf[40];
+        format_value(cur_sample(c).v, buf, sizeof buf);
+        sqlite3_result_text(ctx, buf, -1, SQLITE_TRANSIENT);
+        break;
+    }
     }
     return SQLITE_OK;
 }
@@ -820,12 +1017,91 @@ static int build_matchers(tcur *c, const char *metric, od_matcher **ms, size_t *
     return OD_OK;
 }
 
+static int cmp_cstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* A row of the _series companion being built: a stored series (has_id) or a series new in the
+ * open transaction. */
+typedef struct srow {
+    od_labels ls;
+    sqlite3_int64 id;
+    int has_id;
+} srow;
+
+static int srow_cmp(const void *a, const void *b)
+{
+    const srow *x = a, *y = b;
+    int r = od_labels_cmp(&x->ls, &y->ls);
+    return r ? r : y->has_id - x->has_id;
+}
+
+static int srow_add(srow **rows, size_t *n, size_t *cap, const od_labels *ls, sqlite3_int64 id, int has_id)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        srow *nr = realloc(*rows, nc * sizeof *nr);
+        if (!nr) return SQLITE_NOMEM;
+        *rows = nr;
+        *cap = nc;
+    }
+    srow *r = &(*rows)[*n];
+    memset(r, 0, sizeof *r);
+    if (od_labels_copy(&r->ls, ls)) {
+        od_labels_free(&r->ls);
+        return SQLITE_NOMEM;
+    }
+    r->id = id;
+    r->has_id = has_id;
+    (*n)++;
+    return SQLITE_OK;
+}
+
+/* Add a copy of s to a string list (kept unsorted until strlist_norm). */
+static int strlist_add(od_strlist *l, const char *s)
+{
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? l->cap * 2 : 16;
+        char **nv = realloc(l->v, nc * sizeof *nv);
+        if (!nv) return SQLITE_NOMEM;
+        l->v = nv;
+        l->cap = nc;
+    }
+    if (!(l->v[l->n] = strdup(s))) return SQLITE_NOMEM;
+    l->n++;
+    return SQLITE_OK;
+}
+
+static void strlist_norm(od_strlist *l)
+{
+    if (l->n > 1) qsort(l->v, l->n, sizeof *l->v, cmp_cstr);
+    size_t w = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        if (w && strcmp(l->v[w - 1], l->v[i]) == 0) free(l->v[i]);
+        else l->v[w++] = l->v[i];
+    }
+    l->n = w;
+}
+
+/* The main table whose transaction buffer a companion reflects: the table whose name is the
+ * companion's minus its suffix, open on the same store in this connection. NULL: none. */
+static const tvtab *main_of(const tvtab *v)
+{
+    size_t nl = strlen(v->name), sl = strlen(SUFFIX[v->kind]);
+    if (v->kind == K_MAIN || nl <= sl || sqlite3_stricmp(v->name + nl - sl, SUFFIX[v->kind]) != 0) return NULL;
+    char *base = sqlite3_mprintf("%.*s", (int)(nl - sl), v->name);
+    if (!base) return NULL;
+    const tvtab *m = reg_find_vtab(v->db, v->schema, base, v->t);
+    sqlite3_free(base);
+    return m;
+}
+
 static int fill_companion(tcur *c, char **metrics, size_t nmetrics, int have_metric)
 {
     od_err e;
     od_err_clear(&e);
     size_t cap = 0;
     int rc = SQLITE_OK;
+    const tvtab *pv = main_of(c->v); /* read-your-own-writes: the open transaction's series */
+    if (pv && pv->np == 0) pv = NULL;
     if (c->v->kind == K_STATS) {
         c->ncols = 7;
         od_tsdb_bucket_stats *st = NULL;
@@ -844,7 +1120,15 @@ static int fill_companion(tcur *c, char **metrics, size_t nmetrics, int have_met
     }
     if (c->v->kind == K_SERIES) {
         c->ncols = 4;
+        od_matcher *sm = NULL; /* the selector alone, for the buffered series */
+        size_t nsm = 0;
+        if (pv && build_matchers(c, NULL, &sm, &nsm, &e)) {
+            od_matchers_free(sm, nsm);
+            return cur_err(c, &e);
+        }
         size_t passes = have_metric ? nmetrics : 1;
+        srow *rows = NULL;
+        size_t nr = 0, capr = 0;
         for (size_t p = 0; rc == SQLITE_OK && p < passes; p++) {
             od_matcher *ms;
             size_t nm;
@@ -852,29 +1136,48 @@ static int fill_companion(tcur *c, char **metrics, size_t nmetrics, int have_met
             if (build_matchers(c, have_metric ? metrics[p] : NULL, &ms, &nm, &e) ||
                 od_tsdb_select(c->r, ms, nm, INT64_MIN, INT64_MAX, &ss, &e)) {
                 od_matchers_free(ms, nm);
-                return cur_err(c, &e);
+                rc = cur_err(c, &e);
+                break;
             }
             od_matchers_free(ms, nm);
+            nr = 0;
             const od_labels *ls;
-            while (rc == SQLITE_OK && od_series_set_next(ss, &ls, &e) == OD_OK && ls) {
+            while (rc == SQLITE_OK && od_series_set_next(ss, &ls, &e) == OD_OK && ls)
+                rc = srow_add(&rows, &nr, &capr, ls, (sqlite3_int64)od_series_set_id(ss), 1);
+            od_series_set_free(ss);
+            /* series new in the open transaction: no id yet */
+            for (size_t i = 0; pv && rc == SQLITE_OK && i < pv->np; i++) {
+                const pend *q = &pv->p[i];
+                const char *m = od_labels_get(&q->ls, "__name__");
+                if (q->n == 0 || !od_matchers_match(sm, nsm, &q->ls) || (have_metric && strcmp(m, metrics[p]) != 0))
+                    continue;
+                rc = srow_add(&rows, &nr, &capr, &q->ls, 0, 0);
+            }
+            if (nr > 1) qsort(rows, nr, sizeof *rows, srow_cmp);
+            for (size_t i = 0; rc == SQLITE_OK && i < nr; i++) {
+                if (i && od_labels_cmp(&rows[i - 1].ls, &rows[i].ls) == 0) continue; /* stored one first */
                 od_buf j = {0}, f = {0};
                 rc = grow_rows(c, &cap, c->nrows + 1);
-                if (rc == SQLITE_OK && (od_labels_format_json(ls, &j) || od_buf_cstr(&j) || od_labels_format(ls, &f) ||
-                                        od_buf_cstr(&f)))
+                if (rc == SQLITE_OK && (od_labels_format_json(&rows[i].ls, &j) || od_buf_cstr(&j) ||
+                                        od_labels_format(&rows[i].ls, &f) || od_buf_cstr(&f)))
                     rc = SQLITE_NOMEM;
                 size_t r = c->nrows;
-                if (rc == SQLITE_OK) rc = add_cell_text(c, r, 0, od_labels_get(ls, "__name__"));
+                if (rc == SQLITE_OK) rc = add_cell_text(c, r, 0, od_labels_get(&rows[i].ls, "__name__"));
                 if (rc == SQLITE_OK) rc = add_cell_text(c, r, 1, (char *)j.data);
                 if (rc == SQLITE_OK) rc = add_cell_text(c, r, 2, (char *)f.data);
                 if (rc == SQLITE_OK) {
-                    c->cells[r * 4 + 3] = (cell){SQLITE_INTEGER, (sqlite3_int64)od_series_set_id(ss), NULL};
+                    c->cells[r * 4 + 3] = (cell){rows[i].has_id ? SQLITE_INTEGER : SQLITE_NULL, rows[i].id, NULL};
                     c->nrows++;
                 }
                 od_buf_free(&j);
                 od_buf_free(&f);
             }
-            od_series_set_free(ss);
+            for (size_t i = 0; i < nr; i++) od_labels_free(&rows[i].ls);
+            nr = 0;
         }
+        for (size_t i = 0; i < nr; i++) od_labels_free(&rows[i].ls);
+        free(rows);
+        od_matchers_free(sm, nsm);
         return rc;
     }
     /* K_LABELS */
@@ -897,12 +1200,24 @@ static int fill_companion(tcur *c, char **metrics, size_t nmetrics, int have_met
     } else if (od_tsdb_label_names(c->r, ms, nm, INT64_MIN, INT64_MAX, &names, &e)) {
         od_matchers_free(ms, nm);
         return cur_err(c, &e);
+    } else {
+        for (size_t i = 0; pv && rc == SQLITE_OK && i < pv->np; i++)
+            if (pv->p[i].n && od_matchers_match(ms, nm, &pv->p[i].ls))
+                for (size_t k = 0; rc == SQLITE_OK && k < pv->p[i].ls.n; k++) rc = strlist_add(&names, pv->p[i].ls.v[k].name);
+        strlist_norm(&names);
     }
     for (size_t i = 0; rc == SQLITE_OK && i < names.n; i++) {
         od_strlist vals = {0};
         if (od_tsdb_label_values(c->r, names.v[i], ms, nm, INT64_MIN, INT64_MAX, &vals, &e)) {
             rc = cur_err(c, &e);
             break;
+        }
+        if (pv) {
+            for (size_t q = 0; rc == SQLITE_OK && q < pv->np; q++) {
+                const char *val = od_labels_get(&pv->p[q].ls, names.v[i]);
+                if (pv->p[q].n && val && od_matchers_match(ms, nm, &pv->p[q].ls)) rc = strlist_add(&vals, val);
+            }
+            strlist_norm(&vals);
         }
         for (size_t k = 0; rc == SQLITE_OK && k < vals.n; k++) {
             rc = grow_rows(c, &cap, c->nrows + 1);
@@ -917,7 +1232,90 @@ static int fill_companion(tcur *c, char **metrics, size_t nmetrics, int have_met
     return rc;
 }
 
-static int cmp_cstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+typedef struct tsamp {
+    od_sample s;
+    size_t i;
+} tsamp;
+
+static int tsamp_cmp(const void *a, const void *b)
+{
+    const tsamp *x = a, *y = b;
+    if (x->s.t != y->s.t) return x->s.t < y->s.t ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+static int ovser_cmp(const void *a, const void *b)
+{
+    const ovser *x = a, *y = b;
+    if (x->pass != y->pass) return x->pass < y->pass ? -1 : 1;
+    return od_labels_cmp(&x->ls, &y->ls);
+}
+
+/* The transaction's buffered series that a SELECT sees (read-your-own-writes): those matching
+ * the selector and one of the metrics (have_metric; metrics sorted, one pass each), with their
+ * samples in [lo, hi], time-sorted, the last write of a timestamp kept. Fills c->ovs sorted by
+ * (pass, labels), the order the engine's series sets come in. */
+static int build_overlay(tcur *c, const tvtab *mv, char **metrics, size_t nmetrics, int have_metric, int64_t lo,
+                         int64_t hi)
+{
+    size_t live = 0;
+    for (size_t i = 0; i < mv->np; i++) live += mv->p[i].n > 0;
+    if (live == 0) return SQLITE_OK;
+    od_err e;
+    od_err_clear(&e);
+    od_matcher *ms = NULL;
+    size_t nm = 0;
+    if (c->selector && od_selector_parse(c->selector, &ms, &nm, &e)) return cur_err(c, &e);
+    int rc = SQLITE_OK;
+    c->ovs = calloc(live, sizeof *c->ovs);
+    if (!c->ovs) rc = SQLITE_NOMEM;
+    for (size_t i = 0; rc == SQLITE_OK && i < mv->np; i++) {
+        const pend *p = &mv->p[i];
+        if (p->n == 0 || !od_matchers_match(ms, nm, &p->ls)) continue;
+        size_t pass = 0;
+        if (have_metric) {
+            const char *m = od_labels_get(&p->ls, "__name__");
+            char *const *hit = m ? bsearch(&m, metrics, nmetrics, sizeof *metrics, cmp_cstr) : NULL;
+            if (!hit) continue;
+            pass = (size_t)(hit - metrics);
+        }
+        tsamp *ts = malloc(p->n * sizeof *ts);
+        if (!ts) {
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        size_t k = 0;
+        for (size_t j = 0; j < p->n; j++)
+            if (p->s[j].t >= lo && p->s[j].t <= hi) ts[k++] = (tsamp){p->s[j], j};
+        qsort(ts, k, sizeof *ts, tsamp_cmp);
+        ovser *o = &c->ovs[c->nov];
+        o->pass = pass;
+        o->s = malloc((k ? k : 1) * sizeof *o->s);
+        if (!o->s || od_labels_copy(&o->ls, &p->ls)) {
+            free(o->s);
+            od_labels_free(&o->ls);
+            memset(o, 0, sizeof *o);
+            free(ts);
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        for (size_t j = 0; j < k; j++) {
+            if (j + 1 < k && ts[j + 1].s.t == ts[j].s.t) continue; /* a later write of this ts follows */
+            o->s[o->n++] = ts[j].s;
+        }
+        free(ts);
+        if (o->n) c->nov++;
+        else {
+            free(o->s);
+            od_labels_free(&o->ls);
+            memset(o, 0, sizeof *o);
+        }
+    }
+    od_matchers_free(ms, nm);
+    if (rc == SQLITE_OK && c->nov > 1) qsort(c->ovs, c->nov, sizeof *c->ovs, ovser_cmp);
+    return rc;
+}
 
 static int xFilter(sqlite3_vtab_cursor *pc, int idxNum, const char *idxStr, int argc, sqlite3_value **argv)
 {
@@ -1006,6 +1404,7 @@ static int xFilter(sqlite3_vtab_cursor *pc, int idxNum, const char *idxStr, int 
             od_matchers_free(ms, nm);
             if (rc == SQLITE_OK) c->sets[c->nsets++] = ss;
         }
+        if (rc == SQLITE_OK) rc = build_overlay(c, v, metrics, nmetrics, have_metric, lo, hi);
         if (rc == SQLITE_OK && c->limit != 0) {
             c->eof = 0;
             rc = main_step(c);
@@ -1113,14 +1512,11 @@ static int xUpdate(sqlite3_vtab *pv, int argc, sqlite3_value **argv, sqlite3_int
              fabs(sqlite3_value_double(ts)) < 9.2e18)
         t = (int64_t)sqlite3_value_double(ts);
     else return vt_error(v, "tsdb: ts must be an integer (unix milliseconds)");
-    int vt = sqlite3_value_numeric_type(value);
-    if (vt != SQLITE_INTEGER && vt != SQLITE_FLOAT) {
-        if (vt == SQLITE_NULL) return vt_error(v, "tsdb: value must be a number, not NULL");
-        return vt_error(v, "tsdb: value must be a number, got '%.100s'", sqlite3_value_text(value));
-    }
-    double d = sqlite3_value_double(value);
+    double d = 0;
+    int rc = sample_value(v, value, argv[2 + COL_VALUE_BITS], argv[2 + COL_VALUE_TEXT], &d);
+    if (rc) return rc;
     od_labels ls = {0};
-    int rc = labels_from_json(v, (const char *)sqlite3_value_text(metric), labels, &ls);
+    rc = labels_from_json(v, (const char *)sqlite3_value_text(metric), labels, &ls);
     od_err e;
     od_err_clear(&e);
     if (rc == SQLITE_OK && (od_labels_sort(&ls, &e) || od_labels_validate(&ls, &e))) rc = vt_error(v, "%s", e.msg);
@@ -1170,6 +1566,32 @@ static int xSync(sqlite3_vtab *pv)
     size_t n = 0;
     for (size_t i = 0; i < v->np; i++) n += v->p[i].n > 0;
     if (n == 0) return SQLITE_OK;
+    /* The engine drops samples older than the retention window of the batch's newest sample
+     * and writes the rest: refuse such a transaction here, before anything is written, or the
+     * COMMIT would fail with part of it durable (INSERT checked each row against the stored
+     * newest sample only; a later row of the transaction can move the window). */
+    od_tsdb_info info;
+    od_tsdb_get_info(v->t, &info);
+    if (info.retention_ms > 0) {
+        int64_t newest = info.max_t;
+        for (size_t i = 0; i < v->np; i++)
+            for (size_t j = 0; j < v->p[i].n; j++)
+                if (v->p[i].s[j].t > newest) newest = v->p[i].s[j].t;
+        int64_t cut = newest < INT64_MIN + info.retention_ms ? INT64_MIN : newest - info.retention_ms + 1;
+        for (size_t i = 0; i < v->np; i++)
+            for (size_t j = 0; j < v->p[i].n; j++)
+                if (v->p[i].s[j].t < cut) {
+                    od_buf f = {0};
+                    int fr = od_labels_format(&v->p[i].ls, &f) || od_buf_cstr(&f);
+                    vt_error(v,
+                             "tsdb: sample at %lld of %.200s is older than the retention window of the transaction "
+                             "(newest sample %lld, retention %lld ms); nothing was written",
+                             (long long)v->p[i].s[j].t, fr ? "a series" : (const char *)f.data, (long long)newest,
+                             (long long)info.retention_ms);
+                    od_buf_free(&f);
+                    return SQLITE_ERROR;
+                }
+    }
     od_series_in *in = malloc(n * sizeof *in);
     if (!in) return SQLITE_NOMEM;
     size_t k = 0;
@@ -1228,16 +1650,57 @@ static int xRollbackTo(sqlite3_vtab *pv, int i)
     return SQLITE_OK;
 }
 
+/* ALTER TABLE m RENAME TO n renames the companions too (m_series → n_series, ...), by running
+ * ALTER TABLE on them from here, as FTS5 renames its shadow tables. A companion that was
+ * dropped by hand is skipped; one whose new name is taken fails the whole ALTER. */
 static int xRename(sqlite3_vtab *pv, const char *zNew)
 {
     tvtab *v = (tvtab *)pv;
     if (v->kind != K_MAIN) return SQLITE_OK;
+    /* SQLite connects the renamed table again as a new vtab with an empty buffer, while this
+     * one (holding the rows) is kept until COMMIT: the rows would vanish from the table's
+     * SELECTs and be committed in a separate batch. */
+    for (size_t i = 0; i < v->np; i++)
+        if (v->p[i].n)
+            return vt_error(v, "tsdb: cannot rename %s while the open transaction has rows buffered for it "
+                               "(COMMIT or ROLLBACK first)", v->name);
+    for (int k = K_SERIES; k <= K_STATS; k++) {
+        char *old = sqlite3_mprintf("%s%s", v->name, SUFFIX[k]);
+        if (!old) return SQLITE_NOMEM;
+        /* skip a companion that does not exist (dropped by hand) */
+        int exists = 0;
+        char *q = sqlite3_mprintf("SELECT 1 FROM \"%w\".sqlite_schema WHERE type = 'table' AND name = %Q COLLATE NOCASE",
+                                  v->schema, old);
+        sqlite3_stmt *st = NULL;
+        int qrc = q ? sqlite3_prepare_v2(v->db, q, -1, &st, NULL) : SQLITE_NOMEM;
+        if (qrc == SQLITE_OK) {
+            qrc = sqlite3_step(st);
+            exists = qrc == SQLITE_ROW;
+            qrc = qrc == SQLITE_ROW || qrc == SQLITE_DONE ? SQLITE_OK : qrc;
+        }
+        sqlite3_finalize(st);
+        sqlite3_free(q);
+        if (qrc) {
+            sqlite3_free(old);
+            return vt_error(v, "tsdb: cannot rename the companions of %s: %s", v->name, sqlite3_errmsg(v->db));
+        }
+        char *sql = exists ? sqlite3_mprintf("ALTER TABLE \"%w\".\"%w\" RENAME TO \"%w%s\"", v->schema, old, zNew,
+                                             SUFFIX[k])
+                           : NULL;
+        char *err = NULL;
+        int rc = !exists ? SQLITE_OK : sql ? sqlite3_exec(v->db, sql, NULL, NULL, &err) : SQLITE_NOMEM;
+        if (rc) vt_error(v, "tsdb: cannot rename %s to %s%s: %s", old, zNew, SUFFIX[k], err ? err : sqlite3_errstr(rc));
+        sqlite3_free(err);
+        sqlite3_free(sql);
+        sqlite3_free(old);
+        if (rc) return rc;
+    }
     char *nn = sqlite3_mprintf("%s", zNew);
     if (!nn) return SQLITE_NOMEM;
-    reg_del(v->db, v->name);
+    reg_del(v->db, v);
     sqlite3_free(v->name);
     v->name = nn;
-    return reg_add(v->db, nn, v->t);
+    return reg_add(v->db, v->schema, nn, v->t, v);
 }
 
 /* ---------------------------------------------------------------- functions */

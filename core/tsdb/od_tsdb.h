@@ -37,6 +37,7 @@
 #include "../util/od_err.h"
 
 #define OD_STALE_NAN_BITS 0x7ff0000000000002ULL
+#define OD_NORMAL_NAN_BITS 0x7ff8000000000001ULL /* Go's math.NaN(): the NaN Prometheus writes */
 #define OD_TSDB_MAX_LABELS 128        /* labels per series */
 #define OD_TSDB_MAX_NAME_LEN 1024     /* bytes of a label name */
 #define OD_TSDB_MAX_VALUE_LEN 65535   /* bytes of a label value */
@@ -146,7 +147,9 @@ typedef struct od_tsdb_options {
      * that need it: any bucket older than the newest one that received writes since it was
      * last compacted, and the newest bucket once it holds compact_fragments (default 8)
      * fragments per series written since. A pass reads at most compact_budget chunk entries
-     * (default 262144) and resumes where it stopped at the next wake-up. */
+     * (default 262144) and resumes where it stopped at the next wake-up. The work list is
+     * also kept on the store ('D' records), so a writer finds and merges the fragments that
+     * earlier processes left, without their buckets being written again. */
     int64_t compact_interval_ms;
     uint32_t compact_fragments;
     uint64_t compact_budget;

@@ -80,6 +80,7 @@ typedef struct dirty {
     uint64_t pending;     /* fragments written since the last completed compaction */
     uint64_t round;       /* `pending` when the current (resumable) round began */
     uint64_t resume_sid;  /* 0: no round in progress; else the next sid to compact */
+    uint64_t touched;     /* stamp of the last append batch that wrote to the bucket */
 } dirty;
 
 typedef struct meta {
@@ -278,6 +279,12 @@ static void key_sid(uint8_t k[9], uint64_t sid)
     od_be64(k + 1, sid);
 }
 
+static void key_dirty(uint8_t k[9], int64_t b)
+{
+    k[0] = OD_K_DIRTY;
+    od_be64(k + 1, od_bucket_key(b));
+}
+
 static void key_all(uint8_t k[17], int64_t b, uint64_t frag)
 {
     k[0] = OD_K_ALL;
@@ -368,7 +375,7 @@ static int retention_filter(void *ctx, const uint8_t *key, size_t klen, const ui
     od_tsdb *t = ctx;
     int64_t cb = __atomic_load_n(&t->filter_cutoff_bucket, __ATOMIC_RELAXED);
     if (cb == INT64_MIN || klen < 9) return 0;
-    if (key[0] != OD_K_CHUNK && key[0] != OD_K_POST && key[0] != OD_K_ALL) return 0;
+    if (key[0] != OD_K_CHUNK && key[0] != OD_K_POST && key[0] != OD_K_ALL && key[0] != OD_K_DIRTY) return 0;
     return od_bucket_unkey(od_rbe64(key + 1)) < cb;
 }
 
@@ -399,6 +406,7 @@ static int open_engine(od_tsdb *t, int read_only, od_db **out, od_err *err)
 }
 
 static void *bg_main(void *arg);
+static int seed_dirty(od_tsdb *t, od_err *err);
 
 /* Become the writer: open the engine read-write, load/create meta, start the background
  * compaction thread. Caller holds mu. */
@@ -441,6 +449,9 @@ static int become_writer(od_tsdb *t, od_err *err)
     t->m = m;
     t->db = db;
     t->writer = 1;
+    /* fragments left by earlier writers (a failure only delays their merge to an explicit
+     * compaction or the bucket's next write) */
+    (void)seed_dirty(t, NULL);
     if (t->opts.compact_interval_ms > 0 && !t->bg_running) {
         /* created after the state above is set (pthread_create orders it before the thread) */
         if (pthread_create(&t->bg, NULL, bg_main, t) != 0) {
@@ -695,11 +706,12 @@ static int bucket_set(od_tsdb *t, int64_t bucket, sidset **out, od_err *err)
 
 /* Count one fragment written to a bucket (background compaction's work list). Counting a
  * fragment of a batch that then fails only costs a pass that finds nothing to merge. */
-static int dirty_add(od_tsdb *t, int64_t bucket, od_err *err)
+static int dirty_add(od_tsdb *t, int64_t bucket, uint64_t n, uint64_t stamp, od_err *err)
 {
     for (size_t i = t->dn; i-- > 0;)
         if (t->dv[i].bucket == bucket) {
-            t->dv[i].pending++;
+            t->dv[i].pending += n;
+            t->dv[i].touched = stamp;
             return OD_OK;
         }
     if (t->dn == t->dcap) {
@@ -709,8 +721,45 @@ static int dirty_add(od_tsdb *t, int64_t bucket, od_err *err)
         t->dv = nv;
         t->dcap = nc;
     }
-    t->dv[t->dn++] = (dirty){bucket, 1, 0, 0};
+    t->dv[t->dn++] = (dirty){bucket, n, 0, 0, stamp};
     return OD_OK;
+}
+
+/* The 'D' bucket records of the buckets this batch wrote fragments to: the count of fragments
+ * since the bucket's last compaction, so a writer opened later finds the work (seed_dirty). */
+static int put_dirty_marks(od_tsdb *t, uint64_t stamp, od_batch *b, od_err *err)
+{
+    for (size_t i = 0; i < t->dn; i++) {
+        if (t->dv[i].touched != stamp) continue;
+        uint8_t k[9], v[8];
+        key_dirty(k, t->dv[i].bucket);
+        od_put_u64(v, t->dv[i].pending);
+        if (od_batch_put(b, k, 9, v, 8)) return od_err_set(err, OD_NOMEM, "out of memory");
+    }
+    return OD_OK;
+}
+
+/* Writer start: load the 'D' records left by earlier writers into the work list, so their
+ * fragments get merged without waiting for the bucket to be written again. Caller holds mu. */
+static int seed_dirty(od_tsdb *t, od_err *err)
+{
+    uint8_t p[1] = {OD_K_DIRTY};
+    od_iter *it = NULL;
+    int rc = prefix_iter(t->db, NULL, p, 1, &it, err);
+    while (rc == OD_OK && od_iter_valid(it)) {
+        size_t kl, vl;
+        const uint8_t *k = od_iter_key(it, &kl);
+        const uint8_t *v = od_iter_value(it, &vl);
+        if (kl != 9 || vl != 8) {
+            rc = od_err_set(err, OD_CORRUPT, "tsdb: bad bucket work record (key %zu bytes, value %zu bytes)", kl, vl);
+            break;
+        }
+        uint64_t n = od_get_u64(v);
+        if ((rc = dirty_add(t, od_bucket_unkey(od_rbe64(k + 1)), n ? n : 1, 0, err))) break;
+        rc = od_iter_next(it, err);
+    }
+    od_iter_free(it);
+    return rc;
 }
 
 /* A (bucket, series) pair new to the bucket's postings in this batch. */
@@ -966,7 +1015,7 @@ int od_tsdb_append(od_tsdb *t, const od_series_in *in, size_t n, int durable, od
                 rc = od_err_set(err, OD_NOMEM, "out of memory");
                 goto fail;
             }
-            if ((rc = dirty_add(t, bk, err))) goto fail;
+            if ((rc = dirty_add(t, bk, 1, stamp, err))) goto fail;
             sidset *set;
             if ((rc = bucket_set(t, bk, &set, err))) goto fail;
             if (!sidset_has(set, sid)) {
@@ -992,6 +1041,7 @@ int od_tsdb_append(od_tsdb *t, const od_series_in *in, size_t n, int durable, od
         }
     }
     if ((rc = write_postings(t, nm, nnm, stamp, b, err))) goto fail;
+    if ((rc = put_dirty_marks(t, stamp, b, err))) goto fail;
     {
         uint8_t mb[META_LEN];
         meta_encode(&t->m, mb);
@@ -1925,6 +1975,11 @@ int od_tsdb_compact(od_tsdb *t, od_err *err)
         if (rc == OD_OK) rc = compact_postings(&c, snap, OD_K_POST, b);
         if (rc == OD_OK) rc = compact_postings(&c, snap, OD_K_ALL, b);
     }
+    if (rc == OD_OK) {
+        /* every bucket is merged now: no work is left for the background compaction */
+        uint8_t p[1] = {OD_K_DIRTY};
+        rc = delete_prefix(&c, snap, p, 1);
+    }
     if (rc == OD_OK) rc = cflush(&c, 1);
     if (snap) od_snapshot_release(snap);
     od_batch_free(c.b);
@@ -2023,7 +2078,17 @@ int od_tsdb_compact_step(od_tsdb *t, uint64_t *merged, od_err *err)
                 d->pending = d->pending > d->round ? d->pending - d->round : 0;
                 d->round = 0;
                 d->resume_sid = 0;
-                if (d->pending == 0) t->dv[j] = t->dv[--t->dn];
+                if (d->pending == 0) {
+                    /* nothing was written to the bucket since the round began (appends write
+                     * under mu too, so a later one puts its record back after this delete) */
+                    uint8_t k[9];
+                    key_dirty(k, b);
+                    t->dv[j] = t->dv[--t->dn];
+                    od_batch_clear(c.b);
+                    rc = od_batch_delete(c.b, k, 9) ? od_err_set(err, OD_NOMEM, "out of memory")
+                                                    : od_db_write(db, c.b, 0, NULL, err);
+                    od_batch_clear(c.b);
+                }
             }
             break;
         }

@@ -18,10 +18,15 @@
  *   columns: key, first_seq, next_seq, count, bytes, last_ts, created_ts, retention_age_ms,
  *            retention_count; DELETE removes keys, UPDATE sets the two retention columns.
  *
- * Transactions: INSERT and DELETE rows are buffered per table and per transaction (with
- * savepoints) and applied in xSync as one atomic append (then the trims): durable when COMMIT
- * returns, discarded by ROLLBACK. An expected_seq conflict fails the COMMIT (or the
- * autocommit statement) with "eventstore: expected_seq ...", and nothing of it is appended.
+ * Transactions: INSERT and DELETE rows (and eventstore_keys DELETE/UPDATE) are buffered per
+ * table and per transaction (with savepoints). At COMMIT the first table of a store to get
+ * xSync hands everything the transaction did to that store — in every table of this
+ * connection sharing the engine handle — to od_ev_commit as ONE engine batch (store_commit):
+ * records, then trims, then key deletes / retention changes (a row INSERTed after a DELETE of
+ * its key in the same transaction fails the COMMIT: check_insert_after_delete); durable when COMMIT returns,
+ * discarded by ROLLBACK. An expected_seq conflict fails the COMMIT (or the autocommit
+ * statement) with "eventstore: expected_seq ...", and nothing of it is applied. Tables on
+ * different stores commit one store after the other (no two-phase commit): atomic per store.
  * A non-NULL seq on INSERT is treated as the record's expected_seq.
  *
  * xBestIndex plan (idxNum bits, argv in ascending bit order; idxStr spells the plan so EXPLAIN
@@ -35,9 +40,15 @@
  *                ORDER BY is one we consume (else SQLite sorts after us and LIMIT must wait)
  *   P_DESC_TAIL (no argv)  key = ? ORDER BY seq DESC LIMIT n [OFFSET m] with nothing else:
  *                the last n + m records are read from the tail and returned newest first
+ *   P_KEY_NUM (no argv, "key-num")  a key term's value may be a number compared with SQLite's
+ *                NUMERIC affinity (key_rhs_exact): a number then matches its text and every key
+ *                whose text converts to an equal number (add_numeric_keys); SQLite re-checks
+ *   P_SEQ_ORDER (no argv)  ORDER BY seq consumed for one key =; with P_KEY_NUM several keys
+ *                may match, and their records are merged by seq (seq_order_fill)
  * Terms are omitted (omit=1) when applied with SQLite's exact semantics: key with BINARY
- * collation (a number compared with key takes TEXT affinity: key > 5 means key > '5'),
- * integer bounds; LIKE/GLOB never. Key terms under another collation are not used at all.
+ * collation and a value known to be text (or a parameter in a single-table query: text
+ * semantics, key = 5 means key = '5'), integer bounds; LIKE/GLOB never; key terms whose value
+ * may be a number with affinity (joins, CAST) are re-checked by SQLite (P_KEY_NUM). Key terms under another collation are not used at all.
  * Rows come out ordered by (key, seq), which lets ORDER BY key / key, seq / seq (single key)
  * be consumed.
  *
@@ -62,10 +73,19 @@ SQLITE_EXTENSION_INIT3
 
 /* ---------------------------------------------------------------- per-connection state */
 
+struct ev_vtab;
+struct keys_vtab;
+
+/* The connection's state. It lists the connection's tables so that COMMIT can hand everything
+ * a transaction did to one store (every table sharing that engine handle) to the engine as one
+ * batch (store_commit). */
 typedef struct es_conn {
-    int refs;            /* the module (x2) and the function hold references */
+    int refs;            /* the module (x2), the function and every table hold references */
     int has_last;
     sqlite3_int64 last_seq;
+    uint64_t order;          /* numbers the INSERTed rows of every table */
+    struct ev_vtab *evs;     /* connected eventstore tables (linked by next_in_conn) */
+    struct keys_vtab *keys;  /* connected eventstore_keys tables */
 } es_conn;
 
 static void conn_unref(void *p)
@@ -218,7 +238,11 @@ enum {
     P_LIMIT = 1 << 16,
     P_OFFSET = 1 << 17,
     P_NBITS = 18,           /* bits above carry no argv */
-    P_DESC_TAIL = 1 << 18   /* key = ? ORDER BY seq DESC LIMIT n: read n back from the tail, emit reversed */
+    P_DESC_TAIL = 1 << 18,  /* key = ? ORDER BY seq DESC LIMIT n: read n back from the tail, emit reversed */
+    P_KEY_NUM = 1 << 19,    /* a key term may compare numerically (see key_rhs_exact): a number value
+                               matches every key whose text SQLite converts to it; SQLite re-checks */
+    P_SEQ_ORDER = 1 << 20   /* ORDER BY seq consumed for one key=: with P_KEY_NUM a number may match
+                               several keys, whose rows are then merged by seq (seq_order_fill) */
 };
 static const char *const P_NAMES[P_NBITS] = {"key=",  "key>=", "key>",  "key<=", "key<",  "key-like",
                                              "key-glob", "seq=", "seq>=", "seq>",  "seq<=", "seq<",
@@ -259,6 +283,24 @@ static int bit_for(int col, int op, int col_key, int col_seq, int col_ts)
     return 0;
 }
 
+/* Can a key term be applied exactly (omit=1)? SQLite compares `key = X` as text when X has no
+ * affinity (a literal, a parameter: 5 becomes '5'), but NUMERICALLY when X has INTEGER/REAL/
+ * NUMERIC affinity (a column of another table, a CAST): then key '05' equals 5. xFilter sees
+ * the same INTEGER 5 either way, so: a right-hand side known now as TEXT/NULL/BLOB is exact;
+ * a known number, or an unknown one in a query that may be a join, is not (P_KEY_NUM: xFilter
+ * returns both the text match and the keys that are numerically equal, SQLite re-checks).
+ * An unknown right-hand side in a query offered LIMIT/OFFSET (one table only: no other table's
+ * column) is taken as a parameter: exact with text semantics, so LIMIT stays pushed down. */
+static int key_rhs_exact(sqlite3_index_info *info, int i, int single_table)
+{
+    sqlite3_value *v = NULL;
+    if (sqlite3_vtab_rhs_value(info, i, &v) == SQLITE_OK && v) {
+        int t = sqlite3_value_type(v);
+        return t != SQLITE_INTEGER && t != SQLITE_FLOAT;
+    }
+    return single_table;
+}
+
 /* Shared by both modules: choose constraints, assign argv in bit order, build idxStr. */
 static int best_index(sqlite3_vtab *vt, sqlite3_index_info *info, int col_key, int col_seq, int col_ts,
                       int ordered_seq)
@@ -293,6 +335,11 @@ static int best_index(sqlite3_vtab *vt, sqlite3_index_info *info, int col_key, i
     /* unusable constraints also mean SQLite will check terms we never saw */
     for (int i = 0; i < info->nConstraint; i++)
         if (!info->aConstraint[i].usable) unhandled = 1;
+    int single_table = 0; /* LIMIT/OFFSET are only offered when the query has one table */
+    for (int i = 0; i < info->nConstraint; i++)
+        if (info->aConstraint[i].op == SQLITE_INDEX_CONSTRAINT_LIMIT ||
+            info->aConstraint[i].op == SQLITE_INDEX_CONSTRAINT_OFFSET)
+            single_table = 1;
     int idxNum = 0, argv = 1;
     char plan[256] = "";
     size_t pl = 0;
@@ -304,23 +351,32 @@ static int best_index(sqlite3_vtab *vt, sqlite3_index_info *info, int col_key, i
         idxNum |= bit;
         info->aConstraintUsage[i].argvIndex = argv++;
         int exact = bit != P_KEY_LIKE && bit != P_KEY_GLOB; /* key terms here are BINARY */
+        if (exact && bit <= P_KEY_LT && !key_rhs_exact(info, i, single_table)) {
+            exact = 0;
+            idxNum |= P_KEY_NUM;
+        }
         if (bit == P_KEY_EQ) sqlite3_vtab_in(info, i, 1);
         info->aConstraintUsage[i].omit = exact;
         if (!exact) inexact = 1;
         pl += (size_t)snprintf(plan + pl, sizeof plan - pl, "%s%s", pl ? " " : "", P_NAMES[b]);
     }
-    /* output order: (key, seq) ascending — unless SQLite itself feeds key values one by one */
-    int consumed = info->nOrderBy > 0 && (cidx[0] < 0 || info->aConstraintUsage[cidx[0]].omit);
+    if (idxNum & P_KEY_NUM) pl += (size_t)snprintf(plan + pl, sizeof plan - pl, "%skey-num", pl ? " " : "");
+    /* output order: (key, seq) ascending (SQLite itself stops us consuming ORDER BY when it feeds
+     * IN values one at a time) */
+    int consumed = info->nOrderBy > 0, seq_order = 0;
     for (int i = 0; i < info->nOrderBy && consumed; i++) {
         const struct sqlite3_index_orderby *o = &info->aOrderBy[i];
         if (o->desc) consumed = 0;
         else if (i == 0 && o->iColumn == col_key) continue;
         else if (i == 1 && o->iColumn == col_seq && col_seq >= 0 && info->aOrderBy[0].iColumn == col_key) continue;
         else if (i == 0 && ordered_seq && o->iColumn == col_seq && col_seq >= 0 && cidx[0] >= 0 &&
-                 !(sqlite3_vtab_in(info, cidx[0], -1)))
+                 !(sqlite3_vtab_in(info, cidx[0], -1))) {
+            seq_order = 1;
             continue;
+        }
         else consumed = 0;
     }
+    if (consumed && seq_order && (idxNum & P_KEY_NUM)) idxNum |= P_SEQ_ORDER;
     /* "the last N records of one key": key = ? ORDER BY seq DESC LIMIT N [OFFSET M] and nothing
      * else — we read N + M back from the tail and return them newest first */
     if (ordered_seq && !consumed && info->nOrderBy == 1 && info->aOrderBy[0].desc &&
@@ -391,10 +447,15 @@ typedef struct scan_bounds {
     int64_t ts_lo, ts_hi;     /* [ts_lo, ts_hi) */
     int has_ts_lo, has_ts_hi;
     sqlite3_int64 limit, offset; /* limit < 0 = none */
+    sqlite3_value **nums;     /* P_KEY_NUM: numbers among the key = / IN values */
+    size_t nnums;
+    size_t eqcap;
 } scan_bounds;
 
 static void bounds_free(scan_bounds *b)
 {
+    for (size_t i = 0; i < b->nnums; i++) sqlite3_value_free(b->nums[i]);
+    sqlite3_free(b->nums);
     for (size_t i = 0; i < b->neq; i++) sqlite3_free(b->eq[i].p);
     sqlite3_free(b->eq);
     sqlite3_free(b->lo);
@@ -532,6 +593,43 @@ static int int_bound(sqlite3_value *v, int is_lower, int strict, int64_t *out)
     return 0;
 }
 
+static int eq_push(scan_bounds *b, const void *p, size_t n)
+{
+    if (b->neq == b->eqcap) {
+        size_t cap = b->eqcap ? 2 * b->eqcap : 4;
+        keybuf *nk = sqlite3_realloc64(b->eq, cap * sizeof *nk);
+        if (!nk) return SQLITE_NOMEM;
+        b->eq = nk;
+        b->eqcap = cap;
+    }
+    b->eq[b->neq].p = sqlite3_malloc64(n + 1);
+    if (!b->eq[b->neq].p) return SQLITE_NOMEM;
+    if (n) memcpy(b->eq[b->neq].p, p, n);
+    b->eq[b->neq++].n = n;
+    return SQLITE_OK;
+}
+
+/* Sort the key list and drop duplicates. */
+static void eq_sort(scan_bounds *b)
+{
+    if (b->neq > 1) qsort(b->eq, b->neq, sizeof *b->eq, kb_cmp);
+    size_t o = 0;
+    for (size_t i = 0; i < b->neq; i++) {
+        if (o && kb_cmp(&b->eq[o - 1], &b->eq[i]) == 0) {
+            sqlite3_free(b->eq[i].p);
+            continue;
+        }
+        b->eq[o++] = b->eq[i];
+    }
+    b->neq = o;
+}
+
+static int is_number(sqlite3_value *v)
+{
+    int t = sqlite3_value_type(v);
+    return t == SQLITE_INTEGER || t == SQLITE_FLOAT;
+}
+
 static int read_bounds(int idxNum, int argc, sqlite3_value **argv, scan_bounds *b)
 {
     memset(b, 0, sizeof *b);
@@ -551,21 +649,16 @@ static int read_bounds(int idxNum, int argc, sqlite3_value **argv, scan_bounds *
         case P_KEY_EQ: {
             sqlite3_value *e = NULL;
             int isin = sqlite3_vtab_in_first(v, &e) == SQLITE_OK;
-            size_t cap = 0;
             if (!isin) e = v;
             while (e) {
-                if (key_text(e, &p, &n)) {
-                    if (b->neq == cap) {
-                        cap = cap ? 2 * cap : 4;
-                        keybuf *nk = sqlite3_realloc64(b->eq, cap * sizeof *nk);
-                        if (!nk) return SQLITE_NOMEM;
-                        b->eq = nk;
-                    }
-                    b->eq[b->neq].p = sqlite3_malloc64(n + 1);
-                    if (!b->eq[b->neq].p) return SQLITE_NOMEM;
-                    if (n) memcpy(b->eq[b->neq].p, p, n);
-                    b->eq[b->neq++].n = n;
+                if ((idxNum & P_KEY_NUM) && is_number(e)) { /* keys numerically equal: add_numeric_keys */
+                    sqlite3_value **nv = sqlite3_realloc64(b->nums, (b->nnums + 1) * sizeof *nv);
+                    if (!nv) return SQLITE_NOMEM;
+                    b->nums = nv;
+                    if (!(b->nums[b->nnums] = sqlite3_value_dup(e))) return SQLITE_NOMEM;
+                    b->nnums++;
                 }
+                if (key_text(e, &p, &n) && (rc = eq_push(b, p, n)) != SQLITE_OK) return rc;
                 if (!isin) break;
                 rc = sqlite3_vtab_in_next(v, &e);
                 if (rc == SQLITE_DONE) {
@@ -575,28 +668,21 @@ static int read_bounds(int idxNum, int argc, sqlite3_value **argv, scan_bounds *
                 if (rc) return rc;
             }
             if (b->neq == 0) b->none = 1;
-            if (b->neq > 1) qsort(b->eq, b->neq, sizeof *b->eq, kb_cmp);
-            size_t o = 0;
-            for (size_t i = 0; i < b->neq; i++) {
-                if (o && kb_cmp(&b->eq[o - 1], &b->eq[i]) == 0) {
-                    sqlite3_free(b->eq[i].p);
-                    continue;
-                }
-                b->eq[o++] = b->eq[i];
-            }
-            b->neq = o;
+            eq_sort(b);
             break;
         }
         /* a number takes the key column's TEXT affinity (key > 5 is key > '5'), as for = */
         case P_KEY_GE: case P_KEY_GT:
             r = sqlite3_value_type(v);
-            if (r == SQLITE_NULL || r == SQLITE_BLOB) b->none = 1;
+            if ((idxNum & P_KEY_NUM) && is_number(v)) { /* numeric order: no key bound, SQLite checks */
+            } else if (r == SQLITE_NULL || r == SQLITE_BLOB) b->none = 1;
             else if (key_text(v, &p, &n)) rc = lower_key(b, p, n, f == P_KEY_GE);
             else rc = SQLITE_NOMEM;
             break;
         case P_KEY_LE: case P_KEY_LT:
             r = sqlite3_value_type(v);
-            if (r == SQLITE_NULL) b->none = 1;
+            if ((idxNum & P_KEY_NUM) && is_number(v)) {
+            } else if (r == SQLITE_NULL) b->none = 1;
             else if (r == SQLITE_BLOB) { /* every TEXT key is smaller than a blob */
             } else if (key_text(v, &p, &n)) rc = upper_key(b, p, n, f == P_KEY_LE);
             else rc = SQLITE_NOMEM;
@@ -677,6 +763,94 @@ static int key_in_range(const scan_bounds *b, const void *k, size_t n)
     return 1;
 }
 
+static int set_od_err(sqlite3_vtab *vt, const od_err *e, const char *what);
+
+/* The keys that can look numeric (those starting with whitespace, a sign, '.' or a digit),
+ * listed once per cursor: a join calls xFilter once per outer row, and the list is reused for
+ * every call of the statement (keys created meanwhile are not seen by it). */
+typedef struct numkeys {
+    int loaded;
+    keybuf *k;
+    size_t n, cap;
+} numkeys;
+
+static void numkeys_free(numkeys *nk)
+{
+    for (size_t i = 0; i < nk->n; i++) sqlite3_free(nk->k[i].p);
+    sqlite3_free(nk->k);
+    memset(nk, 0, sizeof *nk);
+}
+
+static int numkeys_load(numkeys *nk, od_eventstore *es, sqlite3_vtab *vt, const char *who)
+{
+    static const unsigned char starts[][2] = {{0x09, 0x0E}, {' ', ' ' + 1}, {'+', '+' + 1}, {'-', '.' + 1},
+                                              {'0', '9' + 1}};
+    if (nk->loaded) return SQLITE_OK;
+    for (size_t r = 0; r < sizeof starts / sizeof starts[0]; r++) {
+        od_ev_keys *k = NULL;
+        od_err err = {0};
+        if (od_ev_keys_open(es, &starts[r][0], 1, &starts[r][1], 1, &k, &err)) return set_od_err(vt, &err, who);
+        while (od_ev_keys_valid(k)) {
+            size_t kl;
+            const uint8_t *kp = od_ev_keys_key(k, &kl);
+            if (nk->n == nk->cap) {
+                size_t cap = nk->cap ? 2 * nk->cap : 16;
+                keybuf *a = sqlite3_realloc64(nk->k, cap * sizeof *a);
+                if (!a) {
+                    od_ev_keys_free(k);
+                    return SQLITE_NOMEM;
+                }
+                nk->k = a;
+                nk->cap = cap;
+            }
+            if (!(nk->k[nk->n].p = sqlite3_malloc64(kl + 1))) {
+                od_ev_keys_free(k);
+                return SQLITE_NOMEM;
+            }
+            memcpy(nk->k[nk->n].p, kp, kl);
+            nk->k[nk->n++].n = kl;
+            if (od_ev_keys_next(k, &err)) {
+                od_ev_keys_free(k);
+                return set_od_err(vt, &err, who);
+            }
+        }
+        od_ev_keys_free(k);
+    }
+    nk->loaded = 1;
+    return SQLITE_OK;
+}
+
+/* P_KEY_NUM: add to the key list every existing key that SQLite's NUMERIC affinity turns into
+ * a number equal to one of b->nums ('05', '5.0', ' 5', '+5', '5e0' for 5). Only the keys that
+ * can look numeric are compared (numkeys). The comparison is SQLite's own:
+ * CAST(key AS TEXT) = CAST(num AS NUMERIC) applies NUMERIC affinity to the key exactly as
+ * `key = t.n` does with an INTEGER column t.n. */
+static int add_numeric_keys(sqlite3 *db, sqlite3_stmt **st, od_eventstore *es, numkeys *nk, scan_bounds *b,
+                            sqlite3_vtab *vt, const char *who)
+{
+    int rc = numkeys_load(nk, es, vt, who);
+    if (rc) return rc;
+    if (!*st && (rc = sqlite3_prepare_v2(db, "SELECT CAST(?1 AS TEXT) = CAST(?2 AS NUMERIC)", -1, st, NULL)))
+        return rc;
+    for (size_t j = 0; j < nk->n && !rc; j++) {
+        for (size_t i = 0; i < b->nnums && !rc; i++) {
+            sqlite3_bind_text(*st, 1, (const char *)nk->k[j].p, (int)nk->k[j].n, SQLITE_STATIC);
+            sqlite3_bind_value(*st, 2, b->nums[i]);
+            int step = sqlite3_step(*st);
+            int eq = step == SQLITE_ROW && sqlite3_column_int(*st, 0) == 1;
+            sqlite3_reset(*st);
+            if (step != SQLITE_ROW) rc = step == SQLITE_DONE ? SQLITE_ERROR : step;
+            else if (eq) {
+                rc = eq_push(b, nk->k[j].p, nk->k[j].n);
+                break;
+            }
+        }
+    }
+    sqlite3_clear_bindings(*st);
+    if (!rc) eq_sort(b);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- the eventstore table */
 
 enum { C_KEY = 0, C_SEQ, C_TS, C_VALUE, C_HEADERS, C_EXPECTED };
@@ -693,6 +867,7 @@ typedef struct pend_rec {
     int64_t ts;
     int64_t expected;
     uint8_t flags;
+    uint64_t order;  /* the connection's INSERT counter: commit order across tables */
 } pend_rec;
 
 typedef struct pend_trim {
@@ -713,6 +888,8 @@ typedef struct ev_vtab {
     sqlite3_vtab base;
     sqlite3 *db;
     es_conn *conn;
+    struct ev_vtab *next_in_conn;
+    sqlite3_stmt *numst;     /* add_numeric_keys' comparison */
     od_eventstore *es;
     char *uri;
     pend_rec *recs;
@@ -791,6 +968,8 @@ static int ev_connect(sqlite3 *db, void *aux, int argc, const char *const *argv,
     v->db = db;
     v->conn = aux;
     v->conn->refs++;
+    v->next_in_conn = v->conn->evs;
+    v->conn->evs = v;
     *out = &v->base;
     return SQLITE_OK;
 }
@@ -806,6 +985,12 @@ static int ev_disconnect(sqlite3_vtab *vt)
     sqlite3_free(v->sps);
     sqlite3_free(v->rowkeys);
     od_vtab_handle_release(v->es);
+    sqlite3_finalize(v->numst);
+    for (ev_vtab **pp = &v->conn->evs; *pp; pp = &(*pp)->next_in_conn)
+        if (*pp == v) {
+            *pp = v->next_in_conn;
+            break;
+        }
     conn_unref(v->conn);
     sqlite3_free(v->uri);
     sqlite3_free(v);
@@ -820,6 +1005,7 @@ static int ev_best_index(sqlite3_vtab *vt, sqlite3_index_info *info)
 typedef struct ev_cursor {
     sqlite3_vtab_cursor base;
     scan_bounds b;
+    numkeys nk;            /* P_KEY_NUM: numeric-looking keys, loaded once per cursor */
     od_ev_keys *keys;      /* when scanning key ranges */
     size_t eqi;            /* when iterating the key list */
     od_ev_cursor *rc;      /* records of the current key */
@@ -868,6 +1054,7 @@ static int ev_close(sqlite3_vtab_cursor *cur)
 {
     ev_cursor *c = (ev_cursor *)cur;
     ev_reset(c);
+    numkeys_free(&c->nk);
     sqlite3_free(c);
     return SQLITE_OK;
 }
@@ -971,6 +1158,58 @@ static int settle(ev_cursor *c, ev_vtab *v)
     return SQLITE_OK;
 }
 
+/* Copy a record into the cursor's array (c->desc; its key, value and headers in one block,
+ * c->desc_mem, whose start is the key). */
+static int desc_push(ev_cursor *c, long *cap, const od_ev_record *in)
+{
+    od_ev_record r = *in;
+    if (c->ndesc == *cap) {
+        *cap = *cap ? 2 * *cap : 16;
+        od_ev_record *nd = sqlite3_realloc64(c->desc, (size_t)*cap * sizeof *nd);
+        uint8_t **nm = nd ? sqlite3_realloc64(c->desc_mem, (size_t)*cap * sizeof *nm) : NULL;
+        if (nd) c->desc = nd;
+        if (nm) c->desc_mem = nm;
+        if (!nd || !nm) return SQLITE_NOMEM;
+    }
+    uint8_t *m = sqlite3_malloc64(r.klen + r.vlen + r.headers_len + 1);
+    if (!m) return SQLITE_NOMEM;
+    memcpy(m, r.key, r.klen);
+    if (r.vlen) memcpy(m + r.klen, r.value, r.vlen);
+    if (r.headers_len) memcpy(m + r.klen + r.vlen, r.headers, r.headers_len);
+    r.key = m;
+    r.value = m + r.klen;
+    r.headers = m + r.klen + r.vlen;
+    c->desc_mem[c->ndesc] = m;
+    c->desc[c->ndesc++] = r;
+    return SQLITE_OK;
+}
+
+static int seq_desc_cmp(const void *a, const void *b)
+{
+    const od_ev_record *x = a, *y = b;
+    return (x->seq < y->seq) - (x->seq > y->seq);
+}
+
+/* P_SEQ_ORDER with several keys (a number matched '5' and '05'): copy every matching record of
+ * those keys, sort by seq, and emit them through the desc array (which emits from its end). */
+static int seq_order_fill(ev_cursor *c, ev_vtab *v)
+{
+    long cap = 0;
+    od_err err = {0};
+    int rc;
+    while ((rc = settle(c, v)) == SQLITE_OK && !c->eof) {
+        if (desc_push(c, &cap, &c->rec)) return SQLITE_NOMEM;
+        if (od_ev_cursor_next(c->rc, &err)) return set_od_err(&v->base, &err, "eventstore: ");
+    }
+    if (rc) return rc;
+    if (c->ndesc > 1) qsort(c->desc, (size_t)c->ndesc, sizeof *c->desc, seq_desc_cmp);
+    for (long i = 0; i < c->ndesc; i++) c->desc_mem[i] = (uint8_t *)c->desc[i].key;
+    c->di = c->ndesc - 1;
+    c->eof = c->di < 0;
+    if (!c->eof) c->rec = c->desc[c->di];
+    return SQLITE_OK;
+}
+
 /* P_DESC_TAIL: copy the last limit + offset records of the one key, emit them newest first. */
 static int desc_tail_fill(ev_cursor *c, ev_vtab *v)
 {
@@ -985,30 +1224,10 @@ static int desc_tail_fill(ev_cursor *c, ev_vtab *v)
     while (od_ev_cursor_valid(rc_)) {
         od_ev_record r;
         od_ev_cursor_record(rc_, &r);
-        if (c->ndesc == cap) {
-            cap = cap ? 2 * cap : 16;
-            od_ev_record *nd = sqlite3_realloc64(c->desc, (size_t)cap * sizeof *nd);
-            uint8_t **nm = nd ? sqlite3_realloc64(c->desc_mem, (size_t)cap * sizeof *nm) : NULL;
-            if (nd) c->desc = nd;
-            if (nm) c->desc_mem = nm;
-            if (!nd || !nm) {
-                od_ev_cursor_free(rc_);
-                return SQLITE_NOMEM;
-            }
-        }
-        uint8_t *m = sqlite3_malloc64(r.klen + r.vlen + r.headers_len + 1);
-        if (!m) {
+        if (desc_push(c, &cap, &r)) {
             od_ev_cursor_free(rc_);
             return SQLITE_NOMEM;
         }
-        memcpy(m, r.key, r.klen);
-        if (r.vlen) memcpy(m + r.klen, r.value, r.vlen);
-        if (r.headers_len) memcpy(m + r.klen + r.vlen, r.headers, r.headers_len);
-        r.key = m;
-        r.value = m + r.klen;
-        r.headers = m + r.klen + r.vlen;
-        c->desc_mem[c->ndesc] = m;
-        c->desc[c->ndesc++] = r;
         rc = od_ev_cursor_next(rc_, &err);
         if (rc) {
             od_ev_cursor_free(rc_);
@@ -1027,6 +1246,8 @@ static int ev_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
     (void)idxStr;
     ev_reset(c);
     int rc = read_bounds(idxNum, argc, argv, &c->b);
+    if (!rc && !c->b.none && c->b.nnums)
+        rc = add_numeric_keys(v->db, &v->numst, v->es, &c->nk, &c->b, &v->base, "eventstore: ");
     if (rc) return rc;
     if (c->b.none) {
         c->eof = 1;
@@ -1045,6 +1266,7 @@ static int ev_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
                              NULL, 0, &c->keys, &err);
         if (rc) return set_od_err(&v->base, &err, "eventstore: ");
     }
+    if ((idxNum & P_SEQ_ORDER) && c->b.neq > 1) return seq_order_fill(c, v);
     return settle(c, v);
 }
 
@@ -1302,6 +1524,7 @@ static int ev_insert(ev_vtab *v, sqlite3_value **argv)
     r.flags = vt == SQLITE_TEXT ? F_TEXT : vt == SQLITE_NULL ? F_NULL : 0;
     r.ts = ts;
     r.expected = expected;
+    r.order = v->conn->order++;
     if (v->nrecs == v->caprecs) {
         size_t cap = v->caprecs ? 2 * v->caprecs : 16;
         if (cap > OD_EV_BATCH_MAX) cap = OD_EV_BATCH_MAX;
@@ -1386,49 +1609,13 @@ static int ev_begin(sqlite3_vtab *vt)
     return SQLITE_OK;
 }
 
+static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller);
+
+/* COMMIT: the first table of a store to be synced commits the whole store's transaction. */
 static int ev_sync(sqlite3_vtab *vt)
 {
     ev_vtab *v = (ev_vtab *)vt;
-    od_err err = {0};
-    int rc = SQLITE_OK;
-    if (v->nrecs) {
-        od_ev_rec_in *in = sqlite3_malloc64(v->nrecs * sizeof *in);
-        uint64_t *seqs = sqlite3_malloc64(v->nrecs * sizeof *seqs);
-        if (!in || !seqs) {
-            sqlite3_free(in);
-            sqlite3_free(seqs);
-            return SQLITE_NOMEM;
-        }
-        for (size_t i = 0; i < v->nrecs; i++) {
-            pend_rec *r = &v->recs[i];
-            in[i] = (od_ev_rec_in){.key = r->key, .klen = r->klen, .value = r->val, .vlen = r->vlen,
-                                   .headers = r->h, .nheaders = r->nh, .ts_ms = r->ts,
-                                   .expected_seq = r->expected, .flags = r->flags};
-        }
-        od_ev_append_info info;
-        int orc = od_ev_append(v->es, in, v->nrecs, NULL, seqs, &info, &err);
-        if (orc) rc = set_od_err(vt, &err, "");
-        else {
-            v->conn->has_last = 1;
-            v->conn->last_seq = (sqlite3_int64)seqs[v->nrecs - 1];
-        }
-        sqlite3_free(in);
-        sqlite3_free(seqs);
-    }
-    if (!rc && v->ntrims) { /* all trims durable together: one WAL write, not one per key */
-        od_ev_trim_in *tin = sqlite3_malloc64(v->ntrims * sizeof *tin);
-        if (!tin) rc = SQLITE_NOMEM;
-        size_t nt = 0;
-        for (size_t i = 0; !rc && i < v->ntrims; i++) {
-            pend_trim *t = &v->trims[i];
-            if (t->next_del == t->first) continue;
-            tin[nt++] = (od_ev_trim_in){t->key, t->klen, t->next_del};
-        }
-        if (!rc && nt && od_ev_trim_many(v->es, tin, nt, &err)) rc = set_od_err(vt, &err, "");
-        sqlite3_free(tin);
-    }
-    pending_clear(v, 0, 0);
-    return rc;
+    return store_commit(v->conn, v->es, vt);
 }
 
 static int ev_commit(sqlite3_vtab *vt)
@@ -1524,11 +1711,15 @@ typedef struct pend_key {
     int del;                 /* 1 delete, 0 set retention */
     int64_t age;
     uint64_t count;
+    uint64_t order;          /* the connection's statement counter: commit order across tables */
 } pend_key;
 
 typedef struct keys_vtab {
     sqlite3_vtab base;
     es_conn *conn;
+    struct keys_vtab *next_in_conn;
+    sqlite3 *db;
+    sqlite3_stmt *numst;     /* add_numeric_keys' comparison */
     od_eventstore *es;
     char *uri;
     pend_key *ops;
@@ -1567,8 +1758,11 @@ static int k_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, 
         return rc;
     }
     sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
+    v->db = db;
     v->conn = aux;
     v->conn->refs++;
+    v->next_in_conn = v->conn->keys;
+    v->conn->keys = v;
     *out = &v->base;
     return SQLITE_OK;
 }
@@ -1581,6 +1775,12 @@ static int k_disconnect(sqlite3_vtab *vt)
     sqlite3_free(v->sp_nops);
     sqlite3_free(v->rowkeys);
     od_vtab_handle_release(v->es);
+    sqlite3_finalize(v->numst);
+    for (keys_vtab **pp = &v->conn->keys; *pp; pp = &(*pp)->next_in_conn)
+        if (*pp == v) {
+            *pp = v->next_in_conn;
+            break;
+        }
     conn_unref(v->conn);
     sqlite3_free(v->uri);
     sqlite3_free(v);
@@ -1595,6 +1795,7 @@ static int k_best_index(sqlite3_vtab *vt, sqlite3_index_info *info)
 typedef struct k_cursor {
     sqlite3_vtab_cursor base;
     scan_bounds b;
+    numkeys nk;
     od_ev_keys *keys;
     size_t eqi;
     od_ev_key_info info;
@@ -1630,6 +1831,7 @@ static int k_close(sqlite3_vtab_cursor *cur)
 {
     k_cursor *c = (k_cursor *)cur;
     k_reset(c);
+    numkeys_free(&c->nk);
     sqlite3_free(c);
     return SQLITE_OK;
 }
@@ -1695,6 +1897,8 @@ static int k_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, in
     (void)idxStr;
     k_reset(c);
     int rc = read_bounds(idxNum, argc, argv, &c->b);
+    if (!rc && !c->b.none && c->b.nnums)
+        rc = add_numeric_keys(v->db, &v->numst, v->es, &c->nk, &c->b, &v->base, "eventstore_keys: ");
     if (rc) return rc;
     if (c->b.none) return SQLITE_OK;
     if (!c->b.neq) {
@@ -1808,6 +2012,7 @@ static int k_update(sqlite3_vtab *vt, int argc, sqlite3_value **argv, sqlite3_in
     if (!op.key) return SQLITE_NOMEM;
     memcpy(op.key, k->p, k->n);
     op.klen = k->n;
+    op.order = v->conn->order++;
     if (v->nops == v->capops) {
         size_t cap = v->capops ? 2 * v->capops : 8;
         pend_key *no = sqlite3_realloc64(v->ops, cap * sizeof *no);
@@ -1832,18 +2037,143 @@ static int k_begin(sqlite3_vtab *vt)
 static int k_sync(sqlite3_vtab *vt)
 {
     keys_vtab *v = (keys_vtab *)vt;
-    od_err err = {0};
-    for (size_t i = 0; i < v->nops; i++) {
-        pend_key *op = &v->ops[i];
-        int rc = op->del ? od_ev_delete_key(v->es, op->key, op->klen, &err)
-                         : od_ev_set_retention(v->es, op->key, op->klen, op->age, op->count, &err);
-        if (rc && !(op->del && rc == OD_NOTFOUND)) {
-            keys_pending_clear(v);
-            return set_od_err(vt, &err, "");
+    return store_commit(v->conn, v->es, vt);
+}
+
+/* Everything this connection's transaction did to the store `es`, in every eventstore and
+ * eventstore_keys table on it: the INSERTed records (in statement order across tables), then the
+ * DELETE trims, then the key deletes and retention changes (in statement order) — handed to
+ * od_ev_commit as ONE engine batch: an expected_seq conflict or a vanished key (retention
+ * change) aborts all of it; else it is all visible and durable at once. Later syncs of the
+ * other tables of the store find nothing pending. Tables on other stores commit separately
+ * (per-store atomicity only: see docs/sql.md). */
+static int pend_order_cmp(const void *a, const void *b)
+{
+    const pend_rec *x = *(pend_rec *const *)a, *y = *(pend_rec *const *)b;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+static int pend_key_order_cmp(const void *a, const void *b)
+{
+    const pend_key *x = *(pend_key *const *)a, *y = *(pend_key *const *)b;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+/* Key deletes sorted by (key, order): the earliest delete of a key first. */
+static int pend_key_del_cmp(const void *a, const void *b)
+{
+    const pend_key *x = *(pend_key *const *)a, *y = *(pend_key *const *)b;
+    int c = bcmp_(x->key, x->klen, y->key, y->klen);
+    return c ? c : (x->order > y->order) - (x->order < y->order);
+}
+
+/* The engine batch applies the records before the key deletes, so a row INSERTed after a
+ * DELETE of its key (statement order) would be deleted with the key: refuse such a COMMIT
+ * (nothing is applied) rather than lose the row. pk: the key operations in statement order. */
+static int check_insert_after_delete(pend_key **pk, size_t nk, pend_rec **pr, size_t nr, sqlite3_vtab *caller)
+{
+    size_t nd = 0;
+    for (size_t j = 0; j < nk; j++) nd += pk[j]->del;
+    if (!nd || !nr) return SQLITE_OK;
+    pend_key **d = sqlite3_malloc64(nd * sizeof *d);
+    if (!d) return SQLITE_NOMEM;
+    nd = 0;
+    for (size_t j = 0; j < nk; j++)
+        if (pk[j]->del) d[nd++] = pk[j];
+    qsort(d, nd, sizeof *d, pend_key_del_cmp);
+    int rc = SQLITE_OK;
+    for (size_t i = 0; i < nr && !rc; i++) {
+        size_t lo = 0, hi = nd; /* the first delete whose key >= the record's */
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (bcmp_(d[mid]->key, d[mid]->klen, pr[i]->key, pr[i]->klen) < 0) lo = mid + 1;
+            else hi = mid;
         }
+        if (lo < nd && bcmp_(d[lo]->key, d[lo]->klen, pr[i]->key, pr[i]->klen) == 0 && d[lo]->order < pr[i]->order)
+            rc = vt_error(caller, SQLITE_CONSTRAINT,
+                          "eventstore: key \"%.*s\" was deleted in the same transaction before a row was INSERTed "
+                          "into it (COMMIT the delete first)",
+                          (int)(pr[i]->klen > 100 ? 100 : pr[i]->klen), (const char *)pr[i]->key);
     }
-    keys_pending_clear(v);
-    return SQLITE_OK;
+    sqlite3_free(d);
+    return rc;
+}
+
+static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller)
+{
+    size_t nrecs = 0, nops = 0;
+    for (ev_vtab *v = c->evs; v; v = v->next_in_conn) {
+        if (v->es != es) continue;
+        nrecs += v->nrecs;
+        for (size_t i = 0; i < v->ntrims; i++) nops += v->trims[i].next_del != v->trims[i].first;
+    }
+    for (keys_vtab *k = c->keys; k; k = k->next_in_conn)
+        if (k->es == es) nops += k->nops;
+    int rc = SQLITE_OK;
+    if (nrecs || nops) {
+        od_ev_rec_in *in = sqlite3_malloc64((nrecs ? nrecs : 1) * sizeof *in);
+        uint64_t *seqs = sqlite3_malloc64((nrecs ? nrecs : 1) * sizeof *seqs);
+        od_ev_op *ops = sqlite3_malloc64((nops ? nops : 1) * sizeof *ops);
+        pend_rec **pr = sqlite3_malloc64((nrecs ? nrecs : 1) * sizeof *pr);
+        if (!in || !seqs || !ops || !pr) rc = SQLITE_NOMEM;
+        size_t ni = 0, no = 0;
+        for (ev_vtab *v = c->evs; v && !rc; v = v->next_in_conn) {
+            if (v->es != es) continue;
+            for (size_t i = 0; i < v->nrecs; i++) pr[ni++] = &v->recs[i];
+            for (size_t i = 0; i < v->ntrims; i++) {
+                pend_trim *t = &v->trims[i];
+                if (t->next_del == t->first) continue;
+                /* a key deleted meanwhile by another connection has nothing left to trim */
+                ops[no++] = (od_ev_op){.kind = OD_EV_OP_TRIM, .key = t->key, .klen = t->klen,
+                                       .before_seq = t->next_del, .missing_ok = 1};
+            }
+        }
+        if (!rc && ni > 1) qsort(pr, ni, sizeof *pr, pend_order_cmp); /* statement order */
+        for (size_t i = 0; i < ni; i++) {
+            pend_rec *r = pr[i];
+            in[i] = (od_ev_rec_in){.key = r->key, .klen = r->klen, .value = r->val, .vlen = r->vlen,
+                                   .headers = r->h, .nheaders = r->nh, .ts_ms = r->ts,
+                                   .expected_seq = r->expected, .flags = r->flags};
+        }
+        size_t nk = 0;
+        for (keys_vtab *k = c->keys; k && !rc; k = k->next_in_conn)
+            if (k->es == es) nk += k->nops;
+        pend_key **pk = sqlite3_malloc64((nk ? nk : 1) * sizeof *pk);
+        if (!pk) rc = SQLITE_NOMEM;
+        nk = 0;
+        for (keys_vtab *k = c->keys; k && !rc; k = k->next_in_conn)
+            if (k->es == es)
+                for (size_t i = 0; i < k->nops; i++) pk[nk++] = &k->ops[i];
+        if (!rc && nk > 1) qsort(pk, nk, sizeof *pk, pend_key_order_cmp); /* statement order */
+        if (!rc) rc = check_insert_after_delete(pk, nk, pr, ni, caller);
+        for (size_t j = 0; j < nk && !rc; j++) {
+            pend_key *op = pk[j];
+            ops[no++] = op->del ? (od_ev_op){.kind = OD_EV_OP_DELETE_KEY, .key = op->key, .klen = op->klen,
+                                             .missing_ok = 1}
+                                : (od_ev_op){.kind = OD_EV_OP_SET_RETENTION, .key = op->key, .klen = op->klen,
+                                             .age_ms = op->age, .count = op->count};
+        }
+        sqlite3_free(pk);
+        if (!rc) {
+            od_err err = {0};
+            od_ev_append_info info;
+            if (od_ev_commit(es, in, nrecs, ops, nops, NULL, seqs, &info, &err)) {
+                rc = set_od_err(caller, &err, "");
+            } else if (nrecs) {
+                c->has_last = 1;
+                c->last_seq = (sqlite3_int64)seqs[nrecs - 1];
+            }
+        }
+        sqlite3_free(in);
+        sqlite3_free(seqs);
+        sqlite3_free(ops);
+        sqlite3_free(pr);
+    }
+    for (ev_vtab *v = c->evs; v; v = v->next_in_conn)
+        if (v->es == es) pending_clear(v, 0, 0);
+    for (keys_vtab *k = c->keys; k; k = k->next_in_conn)
+        if (k->es == es) keys_pending_clear(k);
+    return rc;
 }
 
 static int k_commit(sqlite3_vtab *vt)

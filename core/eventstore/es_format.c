@@ -23,18 +23,29 @@ static uint64_t get_be64(const uint8_t *p)
     return v;
 }
 
+/* Writes esc(key) at p (room for 2 × klen + 2 bytes); returns the bytes written. Zero bytes
+ * are found with memchr: most keys have none and are copied whole. */
+static size_t esc_put(uint8_t *p, const uint8_t *k, size_t klen)
+{
+    size_t o = 0;
+    while (klen) {
+        const uint8_t *z = memchr(k, 0, klen);
+        size_t run = z ? (size_t)(z - k) + 1 : klen;
+        memcpy(p + o, k, run);
+        o += run;
+        if (z) p[o++] = 0xFF;
+        k += run;
+        klen -= run;
+    }
+    p[o++] = 0x00;
+    p[o++] = 0x01;
+    return o;
+}
+
 int es_esc(od_buf *b, const void *key, size_t klen)
 {
-    const uint8_t *k = key;
-    if (od_buf_reserve(b, klen + 2)) return OD_NOMEM;
-    size_t start = 0;
-    for (size_t i = 0; i < klen; i++) {
-        if (k[i] != 0) continue;
-        if (od_buf_append(b, k + start, i - start + 1) || od_buf_append_u8(b, 0xFF)) return OD_NOMEM;
-        start = i + 1;
-    }
-    if (od_buf_append(b, k + start, klen - start)) return OD_NOMEM;
-    if (od_buf_append_u8(b, 0x00) || od_buf_append_u8(b, 0x01)) return OD_NOMEM;
+    if (od_buf_reserve(b, 2 * klen + 2)) return OD_NOMEM;
+    b->len += esc_put(b->data + b->len, key, klen);
     return OD_OK;
 }
 
@@ -73,11 +84,14 @@ int es_key_rec_prefix(od_buf *b, const void *key, size_t klen)
 
 int es_key_rec(od_buf *b, const void *key, size_t klen, uint64_t seq)
 {
-    uint8_t t[8];
-    int rc = es_key_rec_prefix(b, key, klen);
-    if (rc) return rc;
-    put_be64(t, seq);
-    return od_buf_append(b, t, 8);
+    od_buf_reset(b);
+    if (od_buf_reserve(b, 1 + 2 * klen + 2 + 8)) return OD_NOMEM;
+    uint8_t *p = b->data;
+    p[0] = ES_NS_REC;
+    size_t o = 1 + esc_put(p + 1, key, klen);
+    put_be64(p + o, seq);
+    b->len = o + 8;
+    return OD_OK;
 }
 
 int es_key_tidx_prefix(od_buf *b, const void *key, size_t klen)
@@ -101,6 +115,28 @@ int es_key_producer(od_buf *b, const char *producer_id)
 {
     od_buf_reset(b);
     if (od_buf_append_u8(b, ES_NS_PROD) || od_buf_append_str(b, producer_id)) return OD_NOMEM;
+    return OD_OK;
+}
+
+int es_key_intent(od_buf *b, const void *key, size_t klen, uint64_t from, uint64_t to)
+{
+    uint8_t t[16];
+    od_buf_reset(b);
+    if (od_buf_append_u8(b, ES_NS_INTENT) || es_esc(b, key, klen)) return OD_NOMEM;
+    put_be64(t, from);
+    put_be64(t + 8, to);
+    return od_buf_append(b, t, 16);
+}
+
+int es_intent_key_decode(const uint8_t *p, size_t n, od_buf *key_out, uint64_t *from, uint64_t *to)
+{
+    size_t used = 0;
+    if (n < 1 || p[0] != ES_NS_INTENT) return OD_CORRUPT;
+    int rc = es_unesc(p + 1, n - 1, key_out, &used);
+    if (rc) return rc;
+    if (n - 1 - used != 16) return OD_CORRUPT;
+    *from = get_be64(p + 1 + used);
+    *to = get_be64(p + 1 + used + 8);
     return OD_OK;
 }
 
@@ -153,14 +189,25 @@ int es_rec_encode(od_buf *b, int64_t ts, uint8_t iflags, uint8_t flags, const od
                   const void *value, size_t vlen)
 {
     od_buf_reset(b);
-    if (od_buf_reserve(b, 3 + 10 + 10 + es_headers_bytes(h, nh) + vlen)) return OD_NOMEM;
-    if (od_buf_append_u8(b, 1) || od_buf_append_u8(b, iflags) || od_buf_append_u8(b, flags) || od_buf_put_varint(b, od_zigzag(ts)) ||
-        od_buf_put_varint(b, nh))
-        return OD_NOMEM;
-    for (size_t i = 0; i < nh; i++)
-        if (od_buf_put_lenbytes(b, h[i].name, h[i].nlen) || od_buf_put_lenbytes(b, h[i].value, h[i].vlen))
-            return OD_NOMEM;
-    if (vlen && od_buf_append(b, value, vlen)) return OD_NOMEM;
+    if (od_buf_reserve(b, 3 + 10 + 10 + (nh ? es_headers_bytes(h, nh) : 0) + vlen)) return OD_NOMEM;
+    /* written in place: the reserve above covers every byte */
+    uint8_t *p = b->data;
+    size_t o = 0;
+    p[o++] = 1;
+    p[o++] = iflags;
+    p[o++] = flags;
+    o += od_varint_put(p + o, od_zigzag(ts));
+    o += od_varint_put(p + o, nh);
+    for (size_t i = 0; i < nh; i++) {
+        o += od_varint_put(p + o, h[i].nlen);
+        if (h[i].nlen) memcpy(p + o, h[i].name, h[i].nlen);
+        o += h[i].nlen;
+        o += od_varint_put(p + o, h[i].vlen);
+        if (h[i].vlen) memcpy(p + o, h[i].value, h[i].vlen);
+        o += h[i].vlen;
+    }
+    if (vlen) memcpy(p + o, value, vlen);
+    b->len = o + vlen;
     return OD_OK;
 }
 
@@ -206,11 +253,18 @@ int od_ev_header_next(const uint8_t *hdrs, size_t len, size_t *pos, od_ev_header
 int es_meta_encode(od_buf *b, const es_meta *m)
 {
     od_buf_reset(b);
-    if (od_buf_append_u8(b, 1) || od_buf_put_varint(b, m->first_seq) || od_buf_put_varint(b, m->next_seq) ||
-        od_buf_put_varint(b, m->bytes) || od_buf_put_varint(b, od_zigzag(m->last_ts)) ||
-        od_buf_put_varint(b, od_zigzag(m->created_ms)) || od_buf_put_varint(b, (uint64_t)m->ret_age_ms) ||
-        od_buf_put_varint(b, m->ret_count))
-        return OD_NOMEM;
+    if (od_buf_reserve(b, 1 + 7 * 10)) return OD_NOMEM;
+    uint8_t *p = b->data;
+    size_t o = 0;
+    p[o++] = 1;
+    o += od_varint_put(p + o, m->first_seq);
+    o += od_varint_put(p + o, m->next_seq);
+    o += od_varint_put(p + o, m->bytes);
+    o += od_varint_put(p + o, od_zigzag(m->last_ts));
+    o += od_varint_put(p + o, od_zigzag(m->created_ms));
+    o += od_varint_put(p + o, (uint64_t)m->ret_age_ms);
+    o += od_varint_put(p + o, m->ret_count);
+    b->len = o;
     return OD_OK;
 }
 
@@ -226,6 +280,26 @@ int es_meta_decode(const uint8_t *p, size_t n, es_meta *m)
     m->ret_age_ms = (int64_t)od_rd_varint(&r);
     m->ret_count = od_rd_varint(&r);
     if (!r.ok || m->first_seq > m->next_seq || m->ret_age_ms < 0) return OD_CORRUPT;
+    return OD_OK;
+}
+
+int es_sret_encode(od_buf *b, int64_t age_ms, int64_t floor_ts)
+{
+    od_buf_reset(b);
+    if (age_ms < 0 || od_buf_append_u8(b, 1) || od_buf_put_varint(b, (uint64_t)age_ms) ||
+        od_buf_put_varint(b, od_zigzag(floor_ts)))
+        return age_ms < 0 ? OD_BADREQ : OD_NOMEM;
+    return OD_OK;
+}
+
+int es_sret_decode(const uint8_t *p, size_t n, int64_t *age_ms, int64_t *floor_ts)
+{
+    od_rd r = od_rd_make(p, n);
+    if (od_rd_u8(&r) != 1) return OD_CORRUPT;
+    uint64_t a = od_rd_varint(&r);
+    *floor_ts = od_unzigzag(od_rd_varint(&r));
+    if (!r.ok || a > (uint64_t)INT64_MAX) return OD_CORRUPT;
+    *age_ms = (int64_t)a;
     return OD_OK;
 }
 

@@ -10,6 +10,10 @@
  *   't' esc(key) ts:BE64^2^63 seq:BE64      sparse time index, seq > 0 and seq % OD_ES_TIDX_STRIDE == 0
  *                                           (value: iflags:u8)
  *   'p' producer-id                         producer dedupe state
+ *   'x' esc(key) from:BE64 to:BE64          trim intent: records [from, to) of key still need
+ *                                           tombstones (value: ver:u8=1)
+ *   'R'                                     store retention state (es_sret): the store default age
+ *                                           the last writer used, and the floor it left
  * esc() makes the key prefix-free while keeping byte order: 0x00 → 00 FF, end → 00 01. So all
  * records of one key are contiguous, in sequence order, and no key's records interleave with
  * a longer key that extends it.
@@ -25,7 +29,8 @@
 #define OD_ES_FORMAT 1
 #define OD_ES_TIDX_STRIDE 16
 
-enum { ES_NS_HEADER = 'S', ES_NS_META = 'm', ES_NS_REC = 'r', ES_NS_TIDX = 't', ES_NS_PROD = 'p' };
+enum { ES_NS_HEADER = 'S', ES_NS_META = 'm', ES_NS_REC = 'r', ES_NS_TIDX = 't', ES_NS_PROD = 'p',
+       ES_NS_INTENT = 'x', ES_NS_SRET = 'R' };
 
 /* ---- engine keys ---- */
 int es_key_meta(od_buf *b, const void *key, size_t klen);
@@ -35,6 +40,9 @@ int es_key_rec(od_buf *b, const void *key, size_t klen, uint64_t seq);
 int es_key_tidx_prefix(od_buf *b, const void *key, size_t klen);
 int es_key_tidx(od_buf *b, const void *key, size_t klen, int64_t ts, uint64_t seq);
 int es_key_producer(od_buf *b, const char *producer_id);
+/* 'x' esc(key) from:BE64 to:BE64: a trim whose record tombstones are not all written yet. */
+int es_key_intent(od_buf *b, const void *key, size_t klen, uint64_t from, uint64_t to);
+int es_intent_key_decode(const uint8_t *p, size_t n, od_buf *key_out, uint64_t *from, uint64_t *to);
 /* Append esc(key) to b. */
 int es_esc(od_buf *b, const void *key, size_t klen);
 /* Decode esc(key) at p[0..n): appends the key to out (if not NULL), sets *used to the
@@ -86,6 +94,13 @@ int es_meta_decode(const uint8_t *p, size_t n, es_meta *m);
 int es_prod_encode(od_buf *b, uint64_t pseq, int64_t updated_ms);
 int es_prod_decode(const uint8_t *p, size_t n, uint64_t *pseq, int64_t *updated_ms);
 
+/* ---- store retention state ('R') ---- */
+/* ver:u8=1 age_ms:varint floor_ts:zz. age_ms: the store default age of the last writer open;
+ * floor_ts: records appended under the store default (no ES_IF_AGE_OVERRIDE) with ts < floor
+ * stay hidden (what an earlier, shorter default hid), 0 = none. */
+int es_sret_encode(od_buf *b, int64_t age_ms, int64_t floor_ts);
+int es_sret_decode(const uint8_t *p, size_t n, int64_t *age_ms, int64_t *floor_ts);
+
 /* ---- retention rule (pure) ---- */
 /* The first visible sequence of a key under count retention: max(first, next - count). */
 uint64_t es_visible_first(const es_meta *m, uint64_t store_count);
@@ -97,11 +112,18 @@ int es_age_hidden(int64_t ts, int64_t age_ms, int64_t now_ms);
 
 /* ---- bounded LRU of tail state: key → es_meta (+ exists flag) ---- */
 typedef struct es_lru_node es_lru_node;
+typedef struct es_lru_slot {
+    uint32_t tag;   /* low 32 bits of the key's hash */
+    uint32_t idx;   /* node index + 1; 0 = empty */
+} es_lru_slot;
 typedef struct es_lru {
-    es_lru_node **buckets;
-    size_t nbuckets;
+    es_lru_slot *slots;        /* open addressing, ≤ half full */
+    size_t nslots;             /* power of two */
+    es_lru_node *nodes;        /* entries, grown up to cap; see es_lru.c */
+    size_t nalloc, nused;      /* nodes allocated / handed out */
+    uint32_t head, tail;       /* recency list, head = most recently used (UINT32_MAX: none) */
+    uint32_t free_head;        /* removed nodes for reuse */
     size_t count, cap;
-    es_lru_node *head, *tail;  /* head = most recently used */
     uint64_t hits, misses;
 } es_lru;
 
@@ -112,6 +134,11 @@ int es_lru_get(es_lru *l, const void *key, size_t klen, es_meta *m, int *exists)
 /* Insert or replace; evicts the least recently used entry beyond cap. */
 int es_lru_put(es_lru *l, const void *key, size_t klen, const es_meta *m, int exists, od_err *err);
 void es_lru_remove(es_lru *l, const void *key, size_t klen);
+/* The same with the key's es_hash computed by the caller; prefetch its slot ahead of a get. */
+uint64_t es_hash(const void *p, size_t n);
+int es_lru_get_h(es_lru *l, const void *key, size_t klen, uint64_t h, es_meta *m, int *exists);
+int es_lru_put_h(es_lru *l, const void *key, size_t klen, uint64_t h, const es_meta *m, int exists, od_err *err);
+void es_lru_prefetch(const es_lru *l, uint64_t h);
 
 int64_t es_now_ms(void);
 

@@ -20,6 +20,11 @@
  *   Reclaiming: records carry a TTL of ts + age (per-key or store default) when appended;
  *   count retention and trims write tombstones; the compaction filter drops records older
  *   than the store's default age unless the key had its own age rule at append time.
+ *   Commits (od_ev_commit; trims, deletes and retention changes are commits too): the append
+ *   steps above, then the key operations on the same batch-local key state (apply_ops_locked),
+ *   all checked before the ONE od_db_write. Record tombstones beyond ES_TOMBSTONE_CHUNK leave a
+ *   trim intent ('x') in that batch and follow in chunks (finish_tombstones_locked, still under
+ *   mu); a crash in between is finished by recover_intents at the next writer open.
  */
 #include "es_int.h"
 
@@ -31,7 +36,7 @@
 
 #include "../util/od_coding.h"
 
-#define ES_TOMBSTONE_CHUNK 4096      /* deletes per od_batch when trimming */
+#define ES_TOMBSTONE_CHUNK 4096      /* record tombstones in the atomic batch / per later batch */
 #define ES_RETENTION_STEP 1024       /* old records tombstoned per key per append (catch-up) */
 
 struct od_eventstore {
@@ -43,6 +48,8 @@ struct od_eventstore {
     es_lru lru;
     od_ev_stats st;
     od_buf k, v;                /* scratch buffers, used under mu */
+    int64_t store_floor;        /* 'R' floor: store-default records with ts below stay hidden
+                                   (written at open, read by the compaction thread: atomics) */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -135,19 +142,20 @@ static int es_filter(void *ctx, const uint8_t *key, size_t klen, const uint8_t *
 {
     const od_eventstore *es = ctx;
     int64_t age = es->opts.retention_age_ms;
-    if (age <= 0 || klen == 0) return 0;
+    int64_t floor_ts = __atomic_load_n(&es->store_floor, __ATOMIC_RELAXED);
+    if ((age <= 0 && floor_ts == 0) || klen == 0) return 0;
     if (key[0] == ES_NS_REC) {
         es_rec r;
         if (es_rec_decode(val, vlen, &r)) return 0;
         if (r.iflags & ES_IF_AGE_OVERRIDE) return 0;
-        return es_age_hidden(r.ts, age, now_ms);
+        return r.ts < floor_ts || es_age_hidden(r.ts, age, now_ms);
     }
     if (key[0] == ES_NS_TIDX) {
         int64_t ts;
         uint64_t seq;
         if (vlen < 1 || (val[0] & ES_IF_AGE_OVERRIDE)) return 0;
         if (es_tidx_key_decode(key, klen, NULL, &ts, &seq)) return 0;
-        return es_age_hidden(ts, age, now_ms);
+        return ts < floor_ts || es_age_hidden(ts, age, now_ms);
     }
     return 0;
 }
@@ -195,6 +203,50 @@ static int check_header(od_eventstore *es, od_err *err)
     return rc;
 }
 
+static int recover_intents(od_eventstore *es, od_err *err);
+
+/* The store default age may change between opens (options). What an earlier, shorter default
+ * hid must stay hidden when a later open lengthens (or removes) it: the writer keeps the last
+ * default in 'R' and, when it changes, raises the floor to now - old age; reads and the
+ * compaction filter hide store-default records below the floor. Read-only handles read the
+ * floor at open. Stores without 'R' (older builds) start without a floor. */
+static int load_store_retention(od_eventstore *es, od_err *err)
+{
+    const uint8_t rk = ES_NS_SRET;
+    od_buf v = {0};
+    od_err e2 = {0};
+    int64_t age = 0, floor_ts = 0;
+    int have = 0;
+    int rc = od_db_get(es->db, NULL, &rk, 1, &v, &e2);
+    if (rc == OD_OK) {
+        if (es_sret_decode(v.data, v.len, &age, &floor_ts)) {
+            od_buf_free(&v);
+            return od_err_set(err, OD_CORRUPT, "eventstore: corrupt store retention state");
+        }
+        have = 1;
+    } else if (rc != OD_NOTFOUND) {
+        od_buf_free(&v);
+        od_err_copy(err, &e2);
+        return od_err_prefix(err, "eventstore: reading the store retention state");
+    }
+    rc = OD_OK;
+    int64_t new_age = es->opts.retention_age_ms;
+    if (!es->opts.read_only && (!have || age != new_age)) {
+        if (have && age > 0) {
+            int64_t f = es_now_ms() - age;
+            if (f > floor_ts) floor_ts = f;
+        }
+        od_batch *b = od_batch_new();
+        if (!b) rc = nomem(err);
+        else if (es_sret_encode(&v, new_age, floor_ts) || od_batch_put(b, &rk, 1, v.data, v.len)) rc = nomem(err);
+        else rc = od_db_write(es->db, b, 1, NULL, err);
+        od_batch_free(b);
+    }
+    od_buf_free(&v);
+    if (!rc) __atomic_store_n(&es->store_floor, floor_ts, __ATOMIC_RELAXED);
+    return rc;
+}
+
 int od_ev_open(const char *uri, const od_ev_options *opts, od_eventstore **out, od_err *err)
 {
     *out = NULL;
@@ -230,6 +282,8 @@ int od_ev_open(const char *uri, const od_ev_options *opts, od_eventstore **out, 
         goto fail;
     }
     rc = check_header(es, err);
+    if (!rc) rc = load_store_retention(es, err);
+    if (!rc && !es->opts.read_only) rc = recover_intents(es, err);
     if (rc) {
         od_db_close(es->db, NULL);
         goto fail;
@@ -314,6 +368,8 @@ typedef struct bkey {
     int existed;
     uint64_t batch_first; /* first seq assigned in this batch */
     uint64_t drop_below;  /* records below this are retained away (not written) */
+    int deleted;          /* od_ev_commit: an OD_EV_OP_DELETE_KEY removed the key */
+    uint64_t hash;        /* es_hash(key): the batch map's and the tail cache's */
 } bkey;
 
 typedef struct bmap {
@@ -323,17 +379,10 @@ typedef struct bmap {
     size_t cap;     /* power of two */
 } bmap;
 
-static uint64_t hkey(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
-    return h;
-}
-
 static bkey *bmap_find(bmap *bm, const void *key, size_t klen, int *found)
 {
-    size_t i = (size_t)hkey(key, klen) & (bm->cap - 1);
+    uint64_t h = es_hash(key, klen);
+    size_t i = (size_t)h & (bm->cap - 1);
     for (;;) {
         size_t s = bm->slot[i];
         if (!s) {
@@ -342,6 +391,7 @@ static bkey *bmap_find(bmap *bm, const void *key, size_t klen, int *found)
             memset(k, 0, sizeof *k);
             k->key = key;
             k->klen = klen;
+            k->hash = h;
             *found = 0;
             return k;
         }
@@ -399,6 +449,78 @@ out:
     return rc;
 }
 
+/* Order of engine keys 'm' key: the keys' bytes, a prefix first. */
+static int bkey_cmp(const void *a, const void *b)
+{
+    const bkey *x = *(const bkey *const *)a, *y = *(const bkey *const *)b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, n);
+    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+/* Under mu: the tail state (old, existed; m = the state the batch starts from; batch_first)
+ * of every key in bm. The tail cache first (slots prefetched a few keys ahead); the keys it
+ * misses are read from the store together: sorted in key order (neighbouring lookups share
+ * the upper levels of the memtables' skiplists and the index blocks) through one snapshot
+ * (one version reference for all, not one per read), into the handle's scratch buffers. The
+ * misses are not put into the tail cache here: the append puts every key of the batch after
+ * its write. Read-only with respect to the store; the result equals load_state_locked per key. */
+static int resolve_keys_locked(od_eventstore *es, bmap *bm, int64_t now, od_err *err)
+{
+    enum { AHEAD = 8 };
+    bkey **miss = NULL;
+    size_t nmiss = 0;
+    int rc = OD_OK;
+    for (size_t j = 0; j < bm->n && j < AHEAD; j++) es_lru_prefetch(&es->lru, bm->keys[j].hash);
+    for (size_t j = 0; j < bm->n; j++) {
+        bkey *k = &bm->keys[j];
+        if (j + AHEAD < bm->n) es_lru_prefetch(&es->lru, bm->keys[j + AHEAD].hash);
+        if (es_lru_get_h(&es->lru, k->key, k->klen, k->hash, &k->old, &k->existed)) continue;
+        if (!miss && !(miss = malloc((bm->n - j) * sizeof *miss))) return nomem(err);
+        miss[nmiss++] = k;
+    }
+    if (nmiss) {
+        od_snapshot *snap = NULL;
+        if (nmiss > 1) {
+            qsort(miss, nmiss, sizeof *miss, bkey_cmp);
+            rc = od_db_snapshot(es->db, &snap, err);
+        }
+        for (size_t j = 0; j < nmiss && !rc; j++) {
+            bkey *k = miss[j];
+            od_err e2 = {0};
+            memset(&k->old, 0, sizeof k->old);
+            k->existed = 0;
+            if (es_key_meta(&es->k, k->key, k->klen)) {
+                rc = nomem(err);
+                break;
+            }
+            int g = od_db_get(es->db, snap, es->k.data, es->k.len, &es->v, &e2);
+            if (g == OD_NOTFOUND) continue;
+            if (g) {
+                od_err_copy(err, &e2);
+                rc = od_err_prefix(err, "eventstore: reading key metadata");
+            } else if (es_meta_decode(es->v.data, es->v.len, &k->old)) {
+                rc = od_err_set(err, OD_CORRUPT, "eventstore: corrupt metadata of a key");
+            } else {
+                k->existed = 1;
+            }
+        }
+        od_snapshot_release(snap);
+        free(miss);
+        if (rc) return rc;
+    }
+    for (size_t j = 0; j < bm->n; j++) {
+        bkey *k = &bm->keys[j];
+        k->m = k->old;
+        if (!k->existed) {
+            memset(&k->m, 0, sizeof k->m);
+            k->m.created_ms = now;
+        }
+        k->batch_first = k->m.next_seq;
+    }
+    return OD_OK;
+}
+
 static void wake_followers(od_eventstore *es)
 {
     pthread_mutex_lock(&es->mu);
@@ -407,24 +529,46 @@ static void wake_followers(od_eventstore *es)
     pthread_mutex_unlock(&es->mu);
 }
 
-int od_ev_append(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od_ev_append_opts *ao,
-                 uint64_t *seqs_out, od_ev_append_info *info, od_err *err)
+/* The records' tombstones of trims and deletes of one od_ev_commit (see apply_ops_locked). */
+typedef struct tomb_range {
+    const void *key;
+    size_t klen;
+    uint64_t from, to;   /* [from, to) */
+    int deferred;        /* 1: an intent is in the atomic batch, tombstones follow after it */
+} tomb_range;
+
+typedef struct tomb_work {
+    tomb_range *r;
+    size_t n, cap;
+} tomb_work;
+
+static int validate_ops(const od_ev_op *ops, size_t nops, od_err *err);
+static int apply_ops_locked(od_eventstore *es, bmap *bm, const od_ev_op *ops, size_t nops, od_batch *b,
+                            tomb_work *tw, od_err *err);
+static void finish_tombstones_locked(od_eventstore *es, tomb_work *tw, uint64_t *dbseq);
+
+/* The one writer of the event store: appends (sequence assignment happens here and nowhere
+ * else), then the key operations of od_ev_commit, as one od_db batch. */
+static int commit_impl(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od_ev_op *ops, size_t nops,
+                       const od_ev_append_opts *ao, uint64_t *seqs_out, od_ev_append_info *info, od_err *err)
 {
     od_ev_append_info dummy;
     if (!info) info = &dummy;
     memset(info, 0, sizeof *info);
     if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
-    int rc = validate(recs, n, ao, err);
+    int rc = n || !nops ? validate(recs, n, ao, err) : OD_OK;
+    if (!rc) rc = validate_ops(ops, nops, err);
     if (rc) return rc;
+    tomb_work tw = {0};
 
     bmap bm = {0};
     bm.cap = 16;
-    while (bm.cap < 2 * n) bm.cap <<= 1;
-    bm.keys = malloc(n * sizeof *bm.keys);
+    while (bm.cap < 2 * (n + nops)) bm.cap <<= 1;
+    bm.keys = malloc((n + nops) * sizeof *bm.keys);
     bm.slot = calloc(bm.cap, sizeof *bm.slot);
-    uint64_t *seqs = malloc(n * sizeof *seqs);
-    int64_t *tss = malloc(n * sizeof *tss);
-    bkey **rk = malloc(n * sizeof *rk);
+    uint64_t *seqs = malloc((n ? n : 1) * sizeof *seqs);
+    int64_t *tss = malloc((n ? n : 1) * sizeof *tss);
+    bkey **rk = malloc((n ? n : 1) * sizeof *rk);
     od_batch *b = od_batch_new();
     if (!bm.keys || !bm.slot || !seqs || !tss || !rk || !b) {
         rc = nomem(err);
@@ -462,21 +606,16 @@ int od_ev_append(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od
         od_buf_free(&pv);
         rc = OD_OK;
     }
-    /* 2. resolve tail state, check expected_seq, assign sequence and timestamp */
+    /* 2. resolve the tail state of the batch's keys (resolve_keys_locked), then check
+     *    expected_seq and assign sequence and timestamp, record by record */
     for (size_t i = 0; i < n; i++) {
         int found;
-        bkey *k = bmap_find(&bm, recs[i].key, recs[i].klen, &found);
-        if (!found) {
-            rc = load_state_locked(es, k->key, k->klen, &k->old, &k->existed, err);
-            if (rc) goto done;
-            k->m = k->old;
-            if (!k->existed) {
-                memset(&k->m, 0, sizeof k->m);
-                k->m.created_ms = now;
-            }
-            k->batch_first = k->m.next_seq;
-        }
-        rk[i] = k;
+        rk[i] = bmap_find(&bm, recs[i].key, recs[i].klen, &found);
+    }
+    rc = resolve_keys_locked(es, &bm, now, err);
+    if (rc) goto done;
+    for (size_t i = 0; i < n; i++) {
+        bkey *k = rk[i];
         if (recs[i].expected_seq != OD_EV_ANY && (uint64_t)recs[i].expected_seq != k->m.next_seq) {
             char kr[200];
             key_repr(kr, sizeof kr, k->key, k->klen);
@@ -525,13 +664,23 @@ int od_ev_append(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od
         k->m.first_seq = want <= k->batch_first ? old_end : want;
         if (k->m.first_seq < k->old.first_seq) k->m.first_seq = k->old.first_seq;
     }
+    /* 3b. od_ev_commit's trims, key deletes and retention changes, on the state left above */
+    if (nops) {
+        rc = apply_ops_locked(es, &bm, ops, nops, b, &tw, err);
+        if (rc) goto done;
+    }
     /* 4. the records and their time index */
     for (size_t i = 0; i < n; i++) {
         bkey *k = rk[i];
         if (seqs[i] < k->drop_below) continue;
+        uint8_t iflags = k->m.ret_age_ms ? ES_IF_AGE_OVERRIDE : 0;
+        int64_t floor_ts = __atomic_load_n(&es->store_floor, __ATOMIC_RELAXED);
+        if (!iflags && tss[i] < floor_ts) { /* the 'R' floor hides what an OLD default hid: a */
+            tss[i] = floor_ts;              /* record appended now is raised to it, as a ts */
+            if (k->m.last_ts < tss[i]) k->m.last_ts = tss[i]; /* below the key's last is raised */
+        }
         int64_t age = es_eff_age(&k->m, es->opts.retention_age_ms);
         int64_t expire = age > 0 ? tss[i] + age : 0;
-        uint8_t iflags = k->m.ret_age_ms ? ES_IF_AGE_OVERRIDE : 0;
         if (es_key_rec(&es->k, k->key, k->klen, seqs[i]) ||
             es_rec_encode(&es->v, tss[i], iflags, recs[i].flags, recs[i].headers, recs[i].nheaders, recs[i].value,
                           recs[i].vlen) ||
@@ -550,8 +699,10 @@ int od_ev_append(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od
     /* 5. metadata and producer state */
     for (size_t j = 0; j < bm.n; j++) {
         bkey *k = &bm.keys[j];
-        if (es_key_meta(&es->k, k->key, k->klen) || es_meta_encode(&es->v, &k->m) ||
-            od_batch_put(b, es->k.data, es->k.len, es->v.data, es->v.len)) {
+        if (!k->existed && !k->deleted && k->m.next_seq == k->batch_first) continue; /* op skipped: no key */
+        if (k->deleted ? es_key_meta(&es->k, k->key, k->klen) || od_batch_delete(b, es->k.data, es->k.len)
+                       : es_key_meta(&es->k, k->key, k->klen) || es_meta_encode(&es->v, &k->m) ||
+                             od_batch_put(b, es->k.data, es->k.len, es->v.data, es->v.len)) {
             rc = nomem(err);
             goto done;
         }
@@ -574,10 +725,13 @@ int od_ev_append(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od
     }
     for (size_t j = 0; j < bm.n; j++) {
         bkey *k = &bm.keys[j];
-        if (es_lru_put(&es->lru, k->key, k->klen, &k->m, 1, NULL)) es_lru_remove(&es->lru, k->key, k->klen);
+        if (!k->existed && !k->deleted && k->m.next_seq == k->batch_first) continue; /* op skipped: no key */
+        if (es_lru_put_h(&es->lru, k->key, k->klen, k->hash, &k->m, !k->deleted, NULL))
+            es_lru_remove(&es->lru, k->key, k->klen);
     }
-    es->st.appends++;
+    if (n) es->st.appends++;
     es->st.records_appended += n;
+    if (tw.n) finish_tombstones_locked(es, &tw, &dbseq);
     pthread_mutex_unlock(&es->mu);
 
     if (!(ao && ao->no_wait)) {
@@ -585,11 +739,12 @@ int od_ev_append(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od
         if (rc) od_err_prefix(err, "eventstore: append not durable");
     }
     if (!rc && seqs_out) memcpy(seqs_out, seqs, n * sizeof *seqs);
-    if (!rc) wake_followers(es);
+    if (!rc && n) wake_followers(es);
     goto done_nolock;
 done:
     pthread_mutex_unlock(&es->mu);
 done_nolock:
+    free(tw.r);
     od_batch_free(b);
     free(bm.keys);
     free(bm.slot);
@@ -597,6 +752,12 @@ done_nolock:
     free(tss);
     free(rk);
     return rc;
+}
+
+int od_ev_append(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od_ev_append_opts *ao,
+                 uint64_t *seqs_out, od_ev_append_info *info, od_err *err)
+{
+    return commit_impl(es, recs, n, NULL, 0, ao, seqs_out, info, err);
 }
 
 /* ---------------------------------------------------------------- metadata ops */
@@ -620,126 +781,271 @@ int od_ev_tail(od_eventstore *es, const void *key, size_t klen, od_ev_key_info *
     return OD_OK;
 }
 
-int od_ev_set_retention(od_eventstore *es, const void *key, size_t klen, int64_t age_ms, uint64_t count,
-                        od_err *err)
+/* ---------------------------------------------------------------- trims, deletes, retention */
+
+static int validate_ops(const od_ev_op *ops, size_t nops, od_err *err)
 {
-    int rc = check_key(key, klen, err);
+    if (nops && !ops) return od_err_set(err, OD_BADREQ, "eventstore: operations are NULL");
+    for (size_t i = 0; i < nops; i++) {
+        const od_ev_op *o = &ops[i];
+        int rc = check_key(o->key, o->klen, err);
+        if (rc) return od_err_prefix(err, "operation %zu", i);
+        if (o->kind != OD_EV_OP_TRIM && o->kind != OD_EV_OP_DELETE_KEY && o->kind != OD_EV_OP_SET_RETENTION)
+            return od_err_set(err, OD_BADREQ, "eventstore: operation %zu: unknown kind %d", i, (int)o->kind);
+        if (o->kind == OD_EV_OP_SET_RETENTION && o->age_ms < 0)
+            return od_err_set(err, OD_BADREQ, "eventstore: retention age must not be negative");
+    }
+    return OD_OK;
+}
+
+static int tw_add(tomb_work *tw, const void *key, size_t klen, uint64_t from, uint64_t to)
+{
+    if (from >= to) return OD_OK;
+    if (tw->n == tw->cap) {
+        size_t cap = tw->cap ? 2 * tw->cap : 8;
+        tomb_range *r = realloc(tw->r, cap * sizeof *r);
+        if (!r) return OD_NOMEM;
+        tw->r = r;
+        tw->cap = cap;
+    }
+    tw->r[tw->n++] = (tomb_range){key, klen, from, to, 0};
+    return OD_OK;
+}
+
+/* The first sequence of the key that its current rule (count, age, the TTL stamped at append)
+ * still shows, among the records in the store; next_seq when none. Called under mu: relies on
+ * od_ev_cursor_open never taking mu (it reads the store's metadata at its own snapshot). */
+static int first_shown(od_eventstore *es, const bkey *k, uint64_t *out, od_err *err)
+{
+    *out = k->old.next_seq;
+    od_ev_read_opts ro = {.from = OD_EV_FROM_SEQ, .max_count = 1};
+    od_ev_cursor *c = NULL;
+    int rc = od_ev_cursor_open(es, k->key, k->klen, &ro, &c, err);
     if (rc) return rc;
-    if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
-    if (age_ms < 0) return od_err_set(err, OD_BADREQ, "eventstore: retention age must not be negative");
+    if (od_ev_cursor_valid(c)) {
+        od_ev_record r;
+        od_ev_cursor_record(c, &r);
+        *out = r.seq;
+    }
+    od_ev_cursor_free(c);
+    return OD_OK;
+}
+
+/* Remove seq < before of a live key in the batch: the metadata frontier moves (reads hide the
+ * range at once), records appended in this batch below it are not written, the store's
+ * records get tombstones (now or deferred, see finish_tombstones_locked) and so do their
+ * time-index entries. */
+static int trim_key(od_eventstore *es, bkey *k, uint64_t before, od_batch *b, tomb_work *tw, od_err *err)
+{
+    if (before > k->m.next_seq) before = k->m.next_seq;
+    if (before <= k->m.first_seq) return OD_OK;
+    if (before > k->drop_below) k->drop_below = before;
+    if (k->existed) {
+        uint64_t to = before < k->old.next_seq ? before : k->old.next_seq;
+        if (tw_add(tw, k->key, k->klen, k->m.first_seq, to)) return nomem(err);
+        int rc = put_tidx_tombstones(es, b, k->key, k->klen, before, err);
+        if (rc) return rc;
+    }
+    k->m.first_seq = before;
+    return OD_OK;
+}
+
+static int apply_ops_locked(od_eventstore *es, bmap *bm, const od_ev_op *ops, size_t nops, od_batch *b,
+                            tomb_work *tw, od_err *err)
+{
+    int rc = OD_OK;
+    for (size_t i = 0; i < nops && !rc; i++) {
+        const od_ev_op *o = &ops[i];
+        int found;
+        bkey *k = bmap_find(bm, o->key, o->klen, &found);
+        if (!found) {
+            rc = load_state_locked(es, k->key, k->klen, &k->old, &k->existed, err);
+            if (rc) return rc;
+            k->m = k->old;
+            if (!k->existed) memset(&k->m, 0, sizeof k->m);
+            k->batch_first = k->m.next_seq;
+        }
+        int live = !k->deleted && (k->existed || k->m.next_seq > k->batch_first);
+        if (!live) {
+            if (o->missing_ok) continue;
+            char kr[200];
+            key_repr(kr, sizeof kr, o->key, o->klen);
+            return od_err_set(err, OD_NOTFOUND, "eventstore: no such key \"%s\"", kr);
+        }
+        switch (o->kind) {
+        case OD_EV_OP_TRIM:
+            rc = trim_key(es, k, o->before_seq, b, tw, err);
+            break;
+        case OD_EV_OP_DELETE_KEY:
+            rc = trim_key(es, k, k->m.next_seq, b, tw, err); /* every record and index entry */
+            k->drop_below = UINT64_MAX;
+            k->deleted = 1;
+            break;
+        case OD_EV_OP_SET_RETENTION: {
+            /* what the current rule hides becomes a trim first, so a longer (or no) rule
+             * never brings hidden records back (see od_eventstore.h) */
+            /* without an age rule only the count rule hides (a TTL from an older rule hides
+             * for good by itself): no need to read the records; records appended in this call
+             * count as shown */
+            uint64_t shown = k->m.first_seq;
+            if (k->existed && es_eff_age(&k->m, es->opts.retention_age_ms) > 0) rc = first_shown(es, k, &shown, err);
+            uint64_t vf = es_visible_first(&k->m, es->opts.retention_count);
+            if (vf > shown) shown = vf;
+            if (!rc) rc = trim_key(es, k, shown, b, tw, err);
+            k->m.ret_age_ms = o->age_ms;
+            k->m.ret_count = o->count;
+            break;
+        }
+        }
+    }
+    if (rc) return rc;
+    /* small trims go into the atomic batch; large ones leave an intent there and write their
+     * tombstones after it (finish_tombstones_locked; or the next writer open after a crash) */
+    uint64_t inline_n = 0;
+    for (size_t i = 0; i < tw->n; i++) {
+        tomb_range *r = &tw->r[i];
+        if (inline_n + (r->to - r->from) <= ES_TOMBSTONE_CHUNK) {
+            inline_n += r->to - r->from;
+            if (put_rec_tombstones(es, b, r->key, r->klen, r->from, r->to)) return nomem(err);
+            r->from = r->to;
+            continue;
+        }
+        r->deferred = 1;
+        if (es_key_intent(&es->k, r->key, r->klen, r->from, r->to) || od_batch_put(b, es->k.data, es->k.len, "\x01", 1))
+            return nomem(err);
+    }
+    return OD_OK;
+}
+
+/* After the atomic batch (still under mu, so no append can re-create a deleted key before its
+ * old records are gone): the deferred tombstones in chunks, each range's intent deleted with
+ * its last chunk. A failure leaves the intent for the next writer open; reads are unaffected. */
+static void finish_tombstones_locked(od_eventstore *es, tomb_work *tw, uint64_t *dbseq)
+{
+    od_batch *b = od_batch_new();
+    if (!b) return;
+    for (size_t i = 0; i < tw->n; i++) {
+        tomb_range *r = &tw->r[i];
+        if (!r->deferred) continue;
+        for (uint64_t s = r->from; s < r->to;) {
+            od_batch_clear(b);
+            uint64_t e = r->to - s > ES_TOMBSTONE_CHUNK ? s + ES_TOMBSTONE_CHUNK : r->to;
+            if (put_rec_tombstones(es, b, r->key, r->klen, s, e)) goto out;
+            if (e == r->to && (es_key_intent(&es->k, r->key, r->klen, r->from, r->to) ||
+                               od_batch_delete(b, es->k.data, es->k.len)))
+                goto out;
+            if (od_db_write(es->db, b, 0, dbseq, NULL)) goto out;
+            s = e;
+        }
+    }
+out:
+    od_batch_free(b);
+}
+
+/* Writer open: finish the trims a crash interrupted. Each intent names [from, to) of one key;
+ * the key's live range now ([first_seq, next_seq) if it exists: it may have been re-created)
+ * is left alone. */
+static int recover_intents(od_eventstore *es, od_err *err)
+{
+    const uint8_t lo = ES_NS_INTENT, hi = ES_NS_INTENT + 1;
+    od_iter *it = NULL;
+    od_buf key = {0}, ik = {0};
     od_batch *b = od_batch_new();
     if (!b) return nomem(err);
-    pthread_mutex_lock(&es->mu);
-    es_meta m;
-    int exists;
-    rc = load_state_locked(es, key, klen, &m, &exists, err);
-    if (!rc && !exists) rc = od_err_set(err, OD_NOTFOUND, "eventstore: no such key");
-    if (!rc) {
-        m.ret_age_ms = age_ms;
-        m.ret_count = count;
-        if (es_key_meta(&es->k, key, klen) || es_meta_encode(&es->v, &m) ||
-            od_batch_put(b, es->k.data, es->k.len, es->v.data, es->v.len))
+    int rc = od_db_iter(es->db, NULL, &lo, 1, &hi, 1, &it, err);
+    size_t done = 0;
+    while (!rc && od_iter_valid(it)) {
+        size_t kl;
+        const uint8_t *k = od_iter_key(it, &kl);
+        uint64_t from, to;
+        od_buf_reset(&key);
+        if (es_intent_key_decode(k, kl, &key, &from, &to)) {
+            rc = od_err_set(err, OD_CORRUPT, "eventstore: corrupt trim intent");
+            break;
+        }
+        if (od_buf_reset(&ik), od_buf_append(&ik, k, kl)) {
             rc = nomem(err);
+            break;
+        }
+        es_meta m;
+        int exists;
+        rc = load_meta_db(es, NULL, key.data, key.len, &m, &exists, err);
+        if (rc) break;
+        for (uint64_t s = from; s < to && !rc;) {
+            od_batch_clear(b);
+            uint64_t e = to - s > ES_TOMBSTONE_CHUNK ? s + ES_TOMBSTONE_CHUNK : to;
+            for (uint64_t q = s; q < e && !rc; q++) {
+                if (exists && q >= m.first_seq && q < m.next_seq) continue;
+                if (es_key_rec(&es->k, key.data, key.len, q) || od_batch_delete(b, es->k.data, es->k.len)) rc = nomem(err);
+            }
+            if (!rc && e == to && od_batch_delete(b, ik.data, ik.len)) rc = nomem(err);
+            if (!rc && od_batch_count(b)) rc = od_db_write(es->db, b, 0, NULL, err);
+            s = e;
+        }
+        if (!rc && from >= to) {
+            od_batch_clear(b);
+            if (od_batch_delete(b, ik.data, ik.len)) rc = nomem(err);
+            else rc = od_db_write(es->db, b, 0, NULL, err);
+        }
+        done++;
+        if (!rc) rc = od_iter_next(it, err);
     }
-    if (!rc) rc = od_db_write(es->db, b, 1, NULL, err);
-    if (!rc) rc = es_lru_put(&es->lru, key, klen, &m, 1, err);
-    else es_lru_remove(&es->lru, key, klen);
-    pthread_mutex_unlock(&es->mu);
+    od_iter_free(it);
     od_batch_free(b);
+    od_buf_free(&key);
+    od_buf_free(&ik);
+    if (!rc && done) rc = od_db_flush(es->db, 0, err);
+    if (rc) od_err_prefix(err, "eventstore: finishing an interrupted trim");
     return rc;
 }
 
-/* Trim (before_seq) or delete (del=1) under mu. */
-static int trim_locked(od_eventstore *es, const void *key, size_t klen, uint64_t before, int del, int flush,
-                       od_err *err)
+int od_ev_commit(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od_ev_op *ops, size_t nops,
+                 const od_ev_append_opts *opts, uint64_t *seqs_out, od_ev_append_info *info, od_err *err)
 {
-    es_meta m;
-    int exists;
-    int rc = load_state_locked(es, key, klen, &m, &exists, err);
+    if (n == 0 && nops == 0) {
+        if (info) memset(info, 0, sizeof *info);
+        return OD_OK;
+    }
+    return commit_impl(es, recs, n, ops, nops, opts, seqs_out, info, err);
+}
+
+static int one_op(od_eventstore *es, const od_ev_op *op, od_err *err)
+{
+    int rc = check_key(op->key, op->klen, err);
     if (rc) return rc;
-    if (!exists) return od_err_set(err, OD_NOTFOUND, "eventstore: no such key");
-    if (del) before = m.next_seq;
-    if (before > m.next_seq) before = m.next_seq;
-    if (before <= m.first_seq && !del) return OD_OK;
-    od_batch *b = od_batch_new();
-    if (!b) return nomem(err);
-    uint64_t from = m.first_seq;
-    /* first batch: the metadata (reads hide the range at once) and the index entries */
-    es_meta nm = m;
-    nm.first_seq = before;
-    rc = es_key_meta(&es->k, key, klen);
-    if (!rc) rc = del ? od_batch_delete(b, es->k.data, es->k.len)
-                      : (es_meta_encode(&es->v, &nm) || od_batch_put(b, es->k.data, es->k.len, es->v.data, es->v.len));
-    if (rc) rc = nomem(err);
-    if (!rc) rc = put_tidx_tombstones(es, b, key, klen, before, err);
-    if (!rc) rc = od_db_write(es->db, b, 0, NULL, err);
-    if (rc) {
-        es_lru_remove(&es->lru, key, klen);
-        od_batch_free(b);
-        return rc;
-    }
-    if (del) {
-        es_meta z = {0};
-        if (es_lru_put(&es->lru, key, klen, &z, 0, NULL)) es_lru_remove(&es->lru, key, klen);
-    } else if (es_lru_put(&es->lru, key, klen, &nm, 1, NULL)) {
-        es_lru_remove(&es->lru, key, klen);
-    }
-    /* then the records' tombstones, in chunks */
-    uint64_t last = 0;
-    for (uint64_t s = from; s < before && !rc;) {
-        od_batch_clear(b);
-        uint64_t e = s + ES_TOMBSTONE_CHUNK < before ? s + ES_TOMBSTONE_CHUNK : before;
-        if (put_rec_tombstones(es, b, key, klen, s, e)) rc = nomem(err);
-        if (!rc) rc = od_db_write(es->db, b, 0, &last, err);
-        s = e;
-    }
-    od_batch_free(b);
-    if (!rc && flush) rc = od_db_flush(es->db, 0, err);
-    return rc;
+    return commit_impl(es, NULL, 0, op, 1, NULL, NULL, NULL, err);
+}
+
+int od_ev_set_retention(od_eventstore *es, const void *key, size_t klen, int64_t age_ms, uint64_t count,
+                        od_err *err)
+{
+    od_ev_op op = {.kind = OD_EV_OP_SET_RETENTION, .key = key, .klen = klen, .age_ms = age_ms, .count = count};
+    return one_op(es, &op, err);
 }
 
 int od_ev_trim(od_eventstore *es, const void *key, size_t klen, uint64_t before_seq, od_err *err)
 {
-    int rc = check_key(key, klen, err);
-    if (rc) return rc;
-    if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
-    pthread_mutex_lock(&es->mu);
-    rc = trim_locked(es, key, klen, before_seq, 0, 1, err);
-    pthread_mutex_unlock(&es->mu);
-    return rc;
+    od_ev_op op = {.kind = OD_EV_OP_TRIM, .key = key, .klen = klen, .before_seq = before_seq};
+    return one_op(es, &op, err);
 }
 
-/* Many trims, made durable together: one WAL flush at the end instead of one per key. */
 int od_ev_trim_many(od_eventstore *es, const od_ev_trim_in *t, size_t n, od_err *err)
 {
-    if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
-    int rc = OD_OK;
-    for (size_t i = 0; i < n && !rc; i++) {
-        rc = check_key(t[i].key, t[i].klen, err);
-        if (rc) break;
-        pthread_mutex_lock(&es->mu);
-        rc = trim_locked(es, t[i].key, t[i].klen, t[i].before_seq, 0, 0, err);
-        pthread_mutex_unlock(&es->mu);
-    }
-    /* flush even after an error: the trims already written are durable as with od_ev_trim */
-    od_err ferr = {0};
-    int frc = n ? od_db_flush(es->db, 0, &ferr) : OD_OK;
-    if (!rc && frc) {
-        if (err) *err = ferr;
-        rc = frc;
-    }
+    if (n == 0) return OD_OK;
+    od_ev_op *ops = calloc(n, sizeof *ops);
+    if (!ops) return nomem(err);
+    for (size_t i = 0; i < n; i++)
+        ops[i] = (od_ev_op){.kind = OD_EV_OP_TRIM, .key = t[i].key, .klen = t[i].klen,
+                            .before_seq = t[i].before_seq, .missing_ok = 1};
+    int rc = commit_impl(es, NULL, 0, ops, n, NULL, NULL, NULL, err);
+    free(ops);
     return rc;
 }
 
 int od_ev_delete_key(od_eventstore *es, const void *key, size_t klen, od_err *err)
 {
-    int rc = check_key(key, klen, err);
-    if (rc) return rc;
-    if (es->opts.read_only) return od_err_set(err, OD_BADREQ, "eventstore: the store is open read-only");
-    pthread_mutex_lock(&es->mu);
-    rc = trim_locked(es, key, klen, 0, 1, 1, err);
-    pthread_mutex_unlock(&es->mu);
-    return rc;
+    od_ev_op op = {.kind = OD_EV_OP_DELETE_KEY, .key = key, .klen = klen};
+    return one_op(es, &op, err);
 }
 
 /* ---------------------------------------------------------------- reads */
@@ -750,7 +1056,7 @@ struct od_ev_cursor {
     od_iter *it;
     od_buf key;
     od_ev_read_opts ro;
-    int64_t age, now;
+    int64_t age, now, floor;
     uint64_t returned, bytes;
     int valid;
     es_rec cur;
@@ -774,6 +1080,7 @@ static int cursor_settle(od_ev_cursor *c, od_err *err)
         if (es_rec_decode(v, vl, &c->cur))
             return od_err_set(err, OD_CORRUPT, "eventstore: corrupt record at seq %llu", (unsigned long long)seq);
         int skip = es_age_hidden(c->cur.ts, c->age, c->now) ||
+                   (!(c->cur.iflags & ES_IF_AGE_OVERRIDE) && c->cur.ts < c->floor) ||
                    (c->ro.from == OD_EV_FROM_TS && c->cur.ts < c->ro.ts_ms);
         if (!skip) {
             if (c->ro.end_ts_ms && c->cur.ts >= c->ro.end_ts_ms) return OD_OK;
@@ -858,6 +1165,7 @@ int od_ev_cursor_open(od_eventstore *es, const void *key, size_t klen, const od_
     }
     c->now = es_now_ms();
     c->age = es_eff_age(&m, es->opts.retention_age_ms);
+    c->floor = __atomic_load_n(&es->store_floor, __ATOMIC_RELAXED);
     uint64_t first = es_visible_first(&m, es->opts.retention_count), start = first;
     uint64_t end = m.next_seq;
     if (c->ro.end_seq && c->ro.end_seq < end) end = c->ro.end_seq;

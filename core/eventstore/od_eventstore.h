@@ -28,7 +28,22 @@
  * Retention: by age and/or count, a store default (options) and a per-key override
  * (od_ev_set_retention). Applied at read time at once; reclaimed by the storage engine (TTL
  * stamped on records at append, count-retention tombstones written by the append path, and a
- * compaction filter for the store's default age). Trim and delete-key take effect at once.
+ * compaction filter for the store's default age). Trim and delete-key take effect at once; a
+ * crash while their tombstones are written is finished by the next writer open (trim intents).
+ *
+ * Age retention rule changes: what a key's rule hides stays hidden. od_ev_set_retention first
+ * trims the key up to the first record its current rule (count, age, TTL) still shows, then
+ * sets the new rule; so a longer or removed rule (age or count) never brings records back, and
+ * reads never show some hidden records resurrected while others were already reclaimed. A
+ * record keeps the TTL it was appended with: a longer age rule governs the records appended
+ * after the change; a shorter one hides older records at once. The store default age changes
+ * only at open (options): a writer open that changes it records a floor (now - the old age)
+ * below which records appended under the store default stay hidden, at read time and in
+ * compaction. A store default count lowered and raised across opens is not covered.
+ *
+ * Transactions: od_ev_commit applies appends and trims / key deletes / retention changes as
+ * ONE engine batch (all or nothing, one durability wait); the single-operation calls below are
+ * commits of one operation.
  *
  * One writer per store (the engine's lease); read-only handles in other processes follow the
  * store with od_ev_refresh. A handle is thread-safe: any number of threads may append, read
@@ -133,8 +148,8 @@ int od_ev_set_retention(od_eventstore *es, const void *key, size_t klen, int64_t
                         od_err *err);
 /* Remove every record of seq < before_seq (clamped to next_seq). OD_NOTFOUND for no key. */
 int od_ev_trim(od_eventstore *es, const void *key, size_t klen, uint64_t before_seq, od_err *err);
-/* od_ev_trim for n keys, made durable with one WAL write at the end (not one per key). Stops at
- * the first error; the keys trimmed before it stay trimmed (and durable). */
+/* od_ev_trim for n keys as one atomic batch (od_ev_commit): all trimmed or none; a key that
+ * does not exist is skipped. */
 typedef struct od_ev_trim_in {
     const void *key;
     size_t klen;
@@ -143,6 +158,37 @@ typedef struct od_ev_trim_in {
 int od_ev_trim_many(od_eventstore *es, const od_ev_trim_in *t, size_t n, od_err *err);
 /* Delete the key and all its records; a later append starts again at sequence 0. */
 int od_ev_delete_key(od_eventstore *es, const void *key, size_t klen, od_err *err);
+
+/* ---- transactions: appends, trims, key deletes and retention changes as ONE batch ---- */
+typedef enum od_ev_op_kind {
+    OD_EV_OP_TRIM = 1,        /* remove records with seq < before_seq (clamped to next_seq) */
+    OD_EV_OP_DELETE_KEY,      /* remove the key and all its records */
+    OD_EV_OP_SET_RETENTION,   /* per-key override (age_ms, count); 0 = the store default */
+} od_ev_op_kind;
+
+typedef struct od_ev_op {
+    od_ev_op_kind kind;
+    const void *key;
+    size_t klen;
+    uint64_t before_seq;      /* TRIM */
+    int64_t age_ms;           /* SET_RETENTION */
+    uint64_t count;           /* SET_RETENTION */
+    int missing_ok;           /* 1: a key that does not exist is skipped; 0: OD_NOTFOUND aborts */
+} od_ev_op;
+
+/* Apply n appends (as od_ev_append: expected_seq checks, producer dedupe, count retention),
+ * then nops key operations in order, as ONE od_db batch: every expected_seq is checked and
+ * every key resolved before anything is written, so a conflict (OD_CONFLICT, info as for
+ * od_ev_append) or a missing key (OD_NOTFOUND) leaves the store untouched; otherwise all of
+ * it becomes visible at once and durable with one wait. Operations see the state left by the
+ * appends and by earlier operations of the same call (a trim may name a sequence appended in
+ * this call). n may be 0. A producer duplicate skips the appends AND the operations.
+ * Trims and deletes larger than a few thousand records write their record tombstones in
+ * later batches, guarded by a trim intent written in the atomic batch (see docs/formats.md):
+ * a crash leaves the trim complete for readers, and the next writer open finishes the
+ * reclaiming. Retention changes: see "Age retention rule changes" above. */
+int od_ev_commit(od_eventstore *es, const od_ev_rec_in *recs, size_t n, const od_ev_op *ops, size_t nops,
+                 const od_ev_append_opts *opts, uint64_t *seqs_out, od_ev_append_info *info, od_err *err);
 
 /* ---- reads ---- */
 typedef enum od_ev_from {

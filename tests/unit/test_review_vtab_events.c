@@ -15,6 +15,11 @@
  *
  * 3. A DELETE (trim) touching many keys commits with a bounded number of durable WAL writes,
  * not one per key (11,111 keys took 56 s and left 11,111 WAL objects on a file store).
+ *
+ * 4. Differential: random transactions over two eventstore tables and one eventstore_keys table
+ * on one store (INSERTs into either, DELETE trims, key deletes, ROLLBACK, ROLLBACK TO) against
+ * a model of the documented semantics; after each transaction the rows must equal the model
+ * (also as an ordinary table compared with EXCEPT both ways, queried by key, seq and key IN).
  */
 #include <limits.h>
 #include <pthread.h>
@@ -166,6 +171,158 @@ static void test_trim_many_keys_few_wal_writes(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
+
+/* ---- 4. differential: transactions over two tables of one store vs a model */
+
+enum { DK = 6, DMAXR = 4096 };
+typedef struct dmodel {
+    int n[DK];              /* committed rows per key: seqs[k][0..n) ascending */
+    int seqs[DK][DMAXR];
+    int vals[DK][DMAXR];
+    int next[DK];
+} dmodel;
+
+typedef struct dop {
+    int kind;     /* 0 insert, 1 trim, 2 key delete */
+    int key, val; /* insert: value; trim: next_del */
+} dop;
+
+static void dexec(sqlite3 *db, const char *sql, int want_ok)
+{
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if ((rc == SQLITE_OK) != want_ok) fprintf(stderr, "%s: %s\n", sql, err ? err : "ok");
+    sqlite3_free(err);
+    assert_int_equal(rc == SQLITE_OK, want_ok);
+}
+
+static void dcompare(sqlite3 *db, const dmodel *m, int step)
+{
+    /* the model as an ordinary table */
+    dexec(db, "DELETE FROM o", 1);
+    char sql[256];
+    long long total = 0;
+    for (int k = 0; k < DK; k++)
+        for (int i = 0; i < m->n[k]; i++) {
+            snprintf(sql, sizeof sql, "INSERT INTO o VALUES ('k%d', %d, 'v%d')", k, m->seqs[k][i], m->vals[k][i]);
+            dexec(db, sql, 1);
+            total++;
+        }
+    static const char *const qs[] = {
+        "SELECT count(*) FROM (SELECT key, seq, value FROM a EXCEPT SELECT key, seq, value FROM o)",
+        "SELECT count(*) FROM (SELECT key, seq, value FROM o EXCEPT SELECT key, seq, value FROM b)",
+        "SELECT count(*) FROM (SELECT key, seq FROM a WHERE key IN ('k1', 'k3') AND seq >= 1 "
+        "EXCEPT SELECT key, seq FROM o WHERE key IN ('k1', 'k3') AND seq >= 1)",
+        "SELECT count(*) FROM (SELECT key, seq FROM o WHERE key = 'k2' AND seq < 5 "
+        "EXCEPT SELECT key, seq FROM b WHERE key = 'k2' AND seq < 5)",
+        "SELECT count(*) FROM (SELECT key FROM o EXCEPT SELECT key FROM k WHERE count > 0)",
+    };
+    for (size_t q = 0; q < sizeof qs / sizeof qs[0]; q++) {
+        long long d = one_int(db, qs[q]);
+        if (d) fprintf(stderr, "step %d: query %zu differs by %lld rows\n", step, q, d);
+        assert_int_equal(d, 0);
+    }
+    assert_int_equal(one_int(db, "SELECT count(*) FROM a"), total);
+}
+
+static void test_differential_txn(void **state)
+{
+    (void)state;
+    const char *sc = getenv("OD_TEST_SCALE");
+    double scale = sc ? atof(sc) : 1;
+    int steps = (int)(300 * (scale > 0 ? scale : 1));
+    if (steps < 40) steps = 40;
+    sqlite3 *db = open_db();
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "CREATE VIRTUAL TABLE a USING eventstore('%s/diff', flush_interval_ms=5);"
+             "CREATE VIRTUAL TABLE b USING eventstore('%s/diff');"
+             "CREATE VIRTUAL TABLE k USING eventstore_keys('%s/diff');"
+             "CREATE TABLE o(key TEXT, seq INTEGER, value)",
+             dir, dir, dir);
+    dexec(db, sql, 1);
+    static dmodel m;
+    memset(&m, 0, sizeof m);
+    unsigned seed = 12345;
+    int val = 0;
+    for (int step = 0; step < steps; step++) {
+        dop ops[32];
+        int nops = 0, sp_at = -1;
+        int nstmt = 1 + (int)(rand_r(&seed) % 6);
+        int explicit_txn = nstmt > 1 || rand_r(&seed) % 2;
+        if (explicit_txn) dexec(db, "BEGIN", 1);
+        for (int s = 0; s < nstmt; s++) {
+            int r = (int)(rand_r(&seed) % 10), key = (int)(rand_r(&seed) % DK);
+            if (explicit_txn && sp_at < 0 && rand_r(&seed) % 8 == 0) {
+                dexec(db, "SAVEPOINT sp", 1);
+                sp_at = nops;
+            }
+            if (r < 6) { /* INSERT of 1..3 rows into a or b */
+                int cnt = 1 + (int)(rand_r(&seed) % 3);
+                for (int i = 0; i < cnt; i++) {
+                    snprintf(sql, sizeof sql, "INSERT INTO %s(key, value) VALUES ('k%d', 'v%d')",
+                             rand_r(&seed) % 2 ? "a" : "b", key, val);
+                    dexec(db, sql, 1);
+                    ops[nops++] = (dop){0, key, val++};
+                }
+            } else if (r < 9) { /* DELETE trim: the committed rows below n */
+                int n = m.next[key] ? (int)(rand_r(&seed) % (unsigned)(m.next[key] + 2)) : 1;
+                snprintf(sql, sizeof sql, "DELETE FROM %s WHERE key = 'k%d' AND seq < %d", rand_r(&seed) % 2 ? "a" : "b",
+                         key, n);
+                dexec(db, sql, 1);
+                int nd = -1;
+                for (int i = 0; i < m.n[key]; i++)
+                    if (m.seqs[key][i] < n) nd = m.seqs[key][i] + 1;
+                if (nd >= 0) ops[nops++] = (dop){1, key, nd};
+            } else { /* key delete */
+                snprintf(sql, sizeof sql, "DELETE FROM k WHERE key = 'k%d'", key);
+                dexec(db, sql, 1);
+                if (m.next[key] || m.n[key]) ops[nops++] = (dop){2, key, 0};
+            }
+        }
+        int rollback = explicit_txn && rand_r(&seed) % 7 == 0;
+        if (sp_at >= 0 && rand_r(&seed) % 2) {
+            dexec(db, "ROLLBACK TO sp", 1);
+            nops = sp_at;
+        }
+        /* expected COMMIT failure: a row INSERTed after its key's delete */
+        int refused = 0;
+        for (int i = 0; i < nops; i++)
+            for (int j = 0; j < i; j++)
+                if (ops[i].kind == 0 && ops[j].kind == 2 && ops[j].key == ops[i].key) refused = 1;
+        if (explicit_txn) {
+            if (rollback) dexec(db, "ROLLBACK", 1);
+            else {
+                dexec(db, "COMMIT", !refused);
+                if (refused) sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            }
+        }
+        if (!rollback && !refused) {
+            for (int i = 0; i < nops; i++) /* the records, in statement order */
+                if (ops[i].kind == 0) {
+                    int kk = ops[i].key;
+                    assert_true(m.n[kk] < DMAXR);
+                    m.seqs[kk][m.n[kk]] = m.next[kk]++;
+                    m.vals[kk][m.n[kk]++] = ops[i].val;
+                }
+            for (int i = 0; i < nops; i++) /* then the trims */
+                if (ops[i].kind == 1) {
+                    int kk = ops[i].key, o = 0;
+                    for (int j = 0; j < m.n[kk]; j++)
+                        if (m.seqs[kk][j] >= ops[i].val) {
+                            m.seqs[kk][o] = m.seqs[kk][j];
+                            m.vals[kk][o++] = m.vals[kk][j];
+                        }
+                    m.n[kk] = o;
+                }
+            for (int i = 0; i < nops; i++) /* then the key deletes */
+                if (ops[i].kind == 2) m.n[ops[i].key] = m.next[ops[i].key] = 0;
+        }
+        dcompare(db, &m, step);
+    }
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
 int main(void)
 {
     char self[PATH_MAX];
@@ -184,7 +341,8 @@ int main(void)
     snprintf(uri, sizeof uri, "%s/ev", dir);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_close_while_following),
                                        cmocka_unit_test(test_create_error_exact),
-                                       cmocka_unit_test(test_trim_many_keys_few_wal_writes)};
+                                       cmocka_unit_test(test_trim_many_keys_few_wal_writes),
+                                       cmocka_unit_test(test_differential_txn)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

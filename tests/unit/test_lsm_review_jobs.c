@@ -8,6 +8,11 @@
  *     without the L0 collection and GC runs at once. GC must keep N (superseded just now)
  *     and so the collection the reader is about to read; it may delete both only once N+1
  *     is older than the minimum age.
+ *   takeover_live: a writer's compaction job is held in its merge while the writer flushes
+ *     another L0 collection (not an input) and a compactor handle (newer compactor epoch)
+ *     opens, takes the job over and finishes it; the released writer's compaction must fail
+ *     OD_FENCED without committing; the run is ordered and disjoint, the new L0 collection
+ *     stays, no job is left, GC on both handles loses nothing.
  */
 #include <ftw.h>
 #include <pthread.h>
@@ -187,10 +192,103 @@ static void test_gc_superseded_manifest(void **state)
     nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+static void test_takeover_live(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/od-review-take-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char uri[128];
+    snprintf(uri, sizeof uri, "file://%s", dir);
+    od_err err;
+    od_db_options o;
+    od_db_options_init(&o);
+    o.compactor = 0;
+    o.gc_interval_ms = 0;
+    o.gc_min_age_ms = 50;
+    o.flush_interval_ms = 2;
+    o.compaction_output_bytes = 64u << 10;
+    struct hold h = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    o.compaction_filter = hold_filter;
+    o.compaction_filter_ctx = &h;
+    od_db *w;
+    if (od_db_open(uri, &o, &w, &err)) fail_msg("open: %s", err.msg);
+    od_store *s = od_db_store(w);
+    for (int r = 0; r < 3; r++) {
+        write_range(w, r * 1000, r * 1000 + 1500); /* overlapping rounds: several versions */
+        assert_int_equal(od_db_flush(w, 1, &err), OD_OK);
+    }
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, compact_thread, w), 0);
+    pthread_mutex_lock(&h.mu);
+    while (!h.entered) pthread_cond_wait(&h.cv, &h.mu);
+    pthread_mutex_unlock(&h.mu);
+    /* a flush beside the held job: a newer L0 collection that is not an input */
+    write_range(w, 5000, 5400);
+    assert_int_equal(od_db_flush(w, 1, &err), OD_OK);
+
+    od_db_options co;
+    od_db_options_init(&co);
+    co.compactor_only = 1;
+    co.gc_interval_ms = 0;
+    co.gc_min_age_ms = 50;
+    co.compaction_output_bytes = 64u << 10;
+    od_db *c;
+    if (od_db_open(uri, &co, &c, &err)) fail_msg("open compactor: %s", err.msg);
+    int rc = od_db_compact(c, &err); /* resumes (takes over) the writer's job, then compacts the rest */
+    if (rc) fail_msg("compactor: %s", err.msg);
+    od_manifest m;
+    assert_int_equal(od_manifest_load_latest(s, 0, &m, &err), OD_OK);
+    assert_false(m.has_job);
+    assert_int_equal(m.nl0, 0);
+    assert_int_equal(m.nruns, 1);
+    assert_true(m.runs[0].n >= 2);
+    for (size_t i = 1; i < m.runs[0].n; i++) {
+        const od_sst_desc *a = &m.runs[0].ssts[i - 1], *b = &m.runs[0].ssts[i];
+        size_t n = a->max_klen < b->min_klen ? a->max_klen : b->min_klen;
+        int cmp = memcmp(a->max_key, b->min_key, n);
+        if (cmp == 0) cmp = a->max_klen < b->min_klen ? -1 : a->max_klen > b->min_klen;
+        if (cmp >= 0) fail_msg("run outputs %zu and %zu overlap or are out of order", i - 1, i);
+    }
+    uint64_t ver = m.version;
+    od_manifest_free(&m);
+
+    pthread_mutex_lock(&h.mu);
+    h.released = 1;
+    pthread_cond_broadcast(&h.cv);
+    pthread_mutex_unlock(&h.mu);
+    void *trc;
+    pthread_join(t, &trc);
+    assert_int_equal((int)(intptr_t)trc, OD_FENCED); /* the writer's job was taken over */
+    assert_int_equal(od_manifest_load_latest(s, 0, &m, &err), OD_OK);
+    assert_int_equal(m.version, ver); /* the fenced compaction committed nothing */
+    od_manifest_free(&m);
+
+    write_range(w, 6000, 6100);
+    assert_int_equal(od_db_flush(w, 1, &err), OD_OK); /* the writer's commit picks up the new run */
+    usleep(120 * 1000);
+    assert_int_equal(od_db_gc(c, &err), OD_OK);
+    assert_int_equal(od_db_gc(w, &err), OD_OK);
+    if (check_range(w, 0, 3500, &err)) fail_msg("after takeover: %s", err.msg);
+    if (check_range(w, 5000, 5400, &err)) fail_msg("after takeover: %s", err.msg);
+    if (check_range(w, 6000, 6100, &err)) fail_msg("after takeover: %s", err.msg);
+    assert_int_equal(od_db_close(c, &err), OD_OK);
+    assert_int_equal(od_db_close(w, &err), OD_OK);
+    od_db_options ro;
+    od_db_options_init(&ro);
+    ro.read_only = 1;
+    od_db *r;
+    if (od_db_open(uri, &ro, &r, &err)) fail_msg("reopen: %s", err.msg);
+    if (check_range(r, 0, 3500, &err)) fail_msg("reopened: %s", err.msg);
+    if (check_range(r, 5000, 5400, &err)) fail_msg("reopened: %s", err.msg);
+    assert_int_equal(od_db_close(r, &err), OD_OK);
+    nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gc_superseded_manifest),
+        cmocka_unit_test(test_takeover_live),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

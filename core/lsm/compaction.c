@@ -7,6 +7,8 @@
  * last_l0_seq to the memtable's max seq and wal_replay_from to the WAL id that held the
  * batches after it; WAL replay then skips what L0 already has. A commit whose answer was lost
  * but which landed is recognised on the retry (last_l0_seq already covers the memtable).
+ * The output is pinned (db->pins) from before its PUT until its commit is over: GC of this
+ * handle keeps it however long the commit takes (gc.c).
  *
  * Compaction (od_compact_run): inputs are every L0 table plus the newest sorted runs whose
  * size is at most twice what is already selected (size-tiered); with force, everything.
@@ -60,11 +62,14 @@ static int new_builder(od_db *db, od_sst_builder **b, size_t expect, od_err *err
 
 int od_table_build_and_put(od_db *db, od_sst_builder *b, od_sst_desc *d, const char *id, od_err *err)
 {
-    od_buf obj = {0};
+    /* the object stays the builder's (no copy); the caller's od_sst_builder_free returns it
+     * to the OS (od_bigbuf.h) */
     od_sst_props props;
     memset(&props, 0, sizeof props);
     memset(d, 0, sizeof *d);
-    int rc = od_sst_builder_finish(b, &obj, &props, err);
+    const uint8_t *odata = NULL;
+    size_t olen = 0;
+    int rc = od_sst_builder_finish_ref(b, &odata, &olen, &props, err);
     if (rc) goto out;
     if (id)
         snprintf(d->id, sizeof d->id, "%s", id);
@@ -72,12 +77,12 @@ int od_table_build_and_put(od_db *db, od_sst_builder *b, od_sst_desc *d, const c
         new_sst_id(d->id, sizeof d->id);
     char key[64];
     od_sst_key(key, sizeof key, d->id);
-    rc = od_store_put(db->store, key, obj.data, obj.len, OD_PUT_ALWAYS, NULL, NULL, err);
+    rc = od_store_put(db->store, key, odata, olen, OD_PUT_ALWAYS, NULL, NULL, err);
     if (rc) {
         od_err_prefix(err, "compaction: writing collection %s", key);
         goto out;
     }
-    d->size = obj.len;
+    d->size = olen;
     d->entries = props.entries;
     d->min_seq = props.min_seq;
     d->max_seq = props.max_seq;
@@ -94,7 +99,6 @@ int od_table_build_and_put(od_db *db, od_sst_builder *b, od_sst_desc *d, const c
     if (d->max_klen) memcpy(d->max_key, props.max_key.data, d->max_klen);
 out:
     od_sst_props_free(&props);
-    od_buf_free(&obj);
     return rc;
 }
 
@@ -137,6 +141,28 @@ static int l0_edit(void *ctx, od_manifest *m, od_err *err)
     return OD_OK;
 }
 
+/* Pin an L0 output (before its PUT) until its commit is over, so that GC of this handle keeps
+ * it however slow the commit is (CAS conflicts, a slow store); gc.c reads the pins after
+ * listing sst/ and before reading the manifest. */
+static void pin_add(od_db *db, od_sst_pin *p)
+{
+    pthread_mutex_lock(&db->tmu);
+    p->next = db->pins;
+    db->pins = p;
+    pthread_mutex_unlock(&db->tmu);
+}
+
+static void pin_del(od_db *db, od_sst_pin *p)
+{
+    pthread_mutex_lock(&db->tmu);
+    for (od_sst_pin **pp = &db->pins; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    pthread_mutex_unlock(&db->tmu);
+}
+
 static int flush_one(od_db *db, od_memtable *imm, uint64_t replay_from, od_err *err)
 {
     int rc;
@@ -144,6 +170,7 @@ static int flush_one(od_db *db, od_memtable *imm, uint64_t replay_from, od_err *
     /* publish only acknowledged data: the WAL must hold everything in this memtable */
     if ((rc = od_db_wait_durable(db, max_seq, err))) return rc;
     od_sst_desc desc;
+    od_sst_pin pin = {{0}, NULL};
     int have = 0;
     if (od_mt_count(imm) > 0) {
         od_sst_builder *b;
@@ -161,7 +188,12 @@ static int flush_one(od_db *db, od_memtable *imm, uint64_t replay_from, od_err *
             prev = e;
             has_prev = 1;
         }
-        if (rc == OD_OK) rc = od_table_build_and_put(db, b, &desc, NULL, err);
+        if (rc == OD_OK) {
+            new_sst_id(pin.id, sizeof pin.id);
+            pin_add(db, &pin); /* before the PUT: GC may list the object as soon as it exists */
+            rc = od_table_build_and_put(db, b, &desc, pin.id, err);
+            if (rc) pin_del(db, &pin);
+        }
         od_sst_builder_free(b);
         if (rc) return rc;
         have = 1;
@@ -175,7 +207,10 @@ static int flush_one(od_db *db, od_memtable *imm, uint64_t replay_from, od_err *
     }
     if (rc == OD_OK) rc = od_db_apply_manifest(db, &db->man, imm, err);
     pthread_mutex_unlock(&db->man_mu);
-    if (have) od_sst_desc_free(&desc);
+    if (have) {
+        pin_del(db, &pin); /* committed (GC's manifest read sees it), or failed (garbage) */
+        od_sst_desc_free(&desc);
+    }
     if (rc == OD_OK) atomic_fetch_add(&db->st_mem_flushes, 1);
     return rc;
 }
@@ -186,7 +221,7 @@ int od_flush_imm(od_db *db, od_err *err)
     pthread_mutex_lock(&db->fmu);
     for (;;) {
         od_version *v = od_version_get(db);
-        if (v->nimm == 0) {
+        if (v->nimm == 0 || v->ts->nl0 >= (size_t)db->o.l0_max_tables) { /* L0 bound: wait for compaction */
             od_version_unref(v);
             break;
         }

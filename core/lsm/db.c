@@ -28,6 +28,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,49 @@ static size_t imm_limit(const od_db *db)
     return n < 2 ? 2 : n > OD_MAX_IMM ? OD_MAX_IMM : n;
 }
 
+/* L0 holds l0_max_tables collections: memtable flushes wait for compaction. Caller holds mu. */
+static int l0_full_locked(const od_db *db)
+{
+    return db->cur->ts->nl0 >= (size_t)db->o.l0_max_tables;
+}
+
+/* This handle compacts in-process (so an L0 stall ends without anybody else's help). */
+static int compacts_itself(od_db *db)
+{
+    return db->o.compactor && !atomic_load(&db->compactor_off);
+}
+
+/* How long a write or od_db_flush may stall on back-pressure; -1 = no limit. */
+static int64_t stall_limit_ms(od_db *db)
+{
+    uint32_t t = db->o.write_stall_timeout_ms;
+    if (t == UINT32_MAX) return -1;
+    if (t) return t;
+    return compacts_itself(db) ? -1 : 300000;
+}
+
+/* Why writers stall, for the OD_BUSY message of a stall that outlasted its limit. */
+static int stall_error(od_db *db, od_err *err, const char *what, int64_t waited_ms)
+{
+    pthread_mutex_lock(&db->mu);
+    size_t nl0 = db->cur->ts->nl0, nimm = db->cur->nimm;
+    int full = l0_full_locked(db);
+    pthread_mutex_unlock(&db->mu);
+    const char *hint = compacts_itself(db) ? ""
+                                           : "; this writer does not compact (compactor=0, or a compactor process took "
+                                             "over): is the compactor process running?";
+    if (full)
+        return od_err_set(err, OD_BUSY,
+                          "db: %s stalled for %lld ms (write_stall_timeout_ms): L0 holds %zu collections "
+                          "(l0_max_tables %d), so %zu memtables wait for compaction before their L0 flush%s",
+                          what, (long long)waited_ms, nl0, db->o.l0_max_tables, nimm, hint);
+    return od_err_set(err, OD_BUSY,
+                      "db: %s stalled for %lld ms (write_stall_timeout_ms): %zu memtables wait for their L0 "
+                      "flush (L0 holds %zu of at most %d collections) or too many bytes wait for the WAL "
+                      "(max_unflushed_bytes %zu)",
+                      what, (long long)waited_ms, nimm, nl0, db->o.l0_max_tables, db->o.max_unflushed_bytes);
+}
+
 void od_db_options_init(od_db_options *o)
 {
     memset(o, 0, sizeof *o);
@@ -72,6 +116,8 @@ void od_db_options_init(od_db_options *o)
     o->gc_interval_ms = 60000;
     o->compaction_output_bytes = 32u << 20;
     o->flush_retry_ms = 60000;
+    o->l0_max_tables = 0; /* 64, or 2 x l0_compaction_trigger (od_db_open_store) */
+    o->write_stall_timeout_ms = 0;
 }
 
 static uint64_t random_u64(void)
@@ -303,6 +349,10 @@ int od_db_apply_manifest(od_db *db, const od_manifest *man, od_memtable *drop_im
         rc = version_install(db, cur->mem, imm, rf, n, ts);
     } else {
         rc = OD_NOMEM;
+    }
+    if (rc == OD_OK && !l0_full_locked(db)) {
+        db->l0_stalled = 0;
+        if (db->cur->nimm) pthread_cond_broadcast(&db->cv_bg); /* room in L0: flushes (and od_db_flush) resume */
     }
     pthread_mutex_unlock(&db->mu);
     free(imm);
@@ -908,6 +958,23 @@ int od_db_open_store(od_store *store, const od_db_options *opts, od_db **out, od
     if (!db->o.compaction_output_bytes) db->o.compaction_output_bytes = d.compaction_output_bytes;
     if (db->o.compaction_output_bytes < (64u << 10)) db->o.compaction_output_bytes = 64u << 10;
     if (!db->o.flush_retry_ms) db->o.flush_retry_ms = d.flush_retry_ms;
+    if (db->o.l0_max_tables < 0) {
+        int bad = db->o.l0_max_tables;
+        free(db);
+        return od_err_set(err, OD_BADREQ, "db: l0_max_tables (%d) must be positive (0 = default)", bad);
+    }
+    if (!db->o.l0_max_tables) /* the default bound; also for a trigger set high to compact only when asked */
+        db->o.l0_max_tables = db->o.l0_compaction_trigger < 32             ? 64
+                              : db->o.l0_compaction_trigger > INT_MAX / 2 ? INT_MAX
+                                                                          : 2 * db->o.l0_compaction_trigger;
+    if (db->o.l0_max_tables <= db->o.l0_compaction_trigger) {
+        int rc = od_err_set(err, OD_BADREQ,
+                            "db: l0_max_tables (%d) must be greater than l0_compaction_trigger (%d): memtable "
+                            "flushes stop when L0 reaches l0_max_tables, and compaction must start before that",
+                            db->o.l0_max_tables, db->o.l0_compaction_trigger);
+        free(db);
+        return rc;
+    }
     db->store = store;
     db->read_only = db->o.read_only;
     db->writer_id = random_u64();
@@ -1063,15 +1130,43 @@ int od_db_write(od_db *db, od_batch *b, int wait_durable, uint64_t *seq_out, od_
         if (seq_out) *seq_out = s;
         return wait_durable ? od_db_wait_durable(db, s, err) : OD_OK;
     }
+    int64_t stall_start = 0;
     while ((db->unflushed > db->o.max_unflushed_bytes || atomic_load(&db->nimm) >= imm_limit(db)) && !db->closing) {
+        int64_t now = od_now_ms(), limit = stall_limit_ms(db);
+        if (!stall_start) {
+            stall_start = now;
+            atomic_fetch_add_explicit(&db->st_write_stalls, 1, memory_order_relaxed);
+        }
+        if (limit >= 0 && now - stall_start >= limit) {
+            /* the batch is not applied; the handle stays usable */
+            atomic_fetch_add_explicit(&db->st_write_stall_ms, (uint64_t)(now - stall_start), memory_order_relaxed);
+            rc = stall_error(db, err, "writes", now - stall_start);
+            pthread_mutex_unlock(&db->wmu);
+            return rc;
+        }
         pthread_cond_signal(&db->cv_flush);
-        pthread_cond_wait(&db->cv_space, &db->wmu);
+        if (limit < 0) {
+            pthread_cond_wait(&db->cv_space, &db->wmu);
+        } else {
+            struct timespec ts;
+            deadline_after_ms(&ts, stall_start + limit - now);
+            pthread_cond_timedwait(&db->cv_space, &db->wmu, &ts);
+        }
         pthread_mutex_lock(&db->mu);
         int bad = db->bg_code;
         pthread_mutex_unlock(&db->mu);
         if (bad) {
+            atomic_fetch_add_explicit(&db->st_write_stall_ms, (uint64_t)(od_now_ms() - stall_start),
+                                      memory_order_relaxed);
             pthread_mutex_unlock(&db->wmu);
             return od_db_check_bg(db, err);
+        }
+    }
+    if (stall_start) {
+        atomic_fetch_add_explicit(&db->st_write_stall_ms, (uint64_t)(od_now_ms() - stall_start), memory_order_relaxed);
+        if (db->closing) { /* woken by close: the batch is not applied */
+            pthread_mutex_unlock(&db->wmu);
+            return od_err_set(err, OD_CLOSED, "db: write on a closing handle (it was stalled on back-pressure)");
         }
     }
     uint64_t seq = db->last_seq + 1;
@@ -1272,9 +1367,12 @@ static int flush_retryable(int rc)
 }
 
 /* The flush worker: memtable flushes to L0 (the only thing that frees writers stalled on
- * immutable memtables, so it never waits for a compaction), retried with backoff on store
- * trouble for flush_retry_ms; and, in a writer that does not compact itself, following the
- * manifest the compactor commits. */
+ * immutable memtables, so it never waits for a compaction to finish), retried with backoff on
+ * store trouble for flush_retry_ms; and, in a writer that does not compact itself, following
+ * the manifest the compactor commits. While L0 holds l0_max_tables collections it flushes
+ * nothing (l0_stalled): memtables wait, readable, until a compaction commit (ours, or a
+ * compactor process's, seen by following) reduces L0; writers meanwhile stall on the waiting
+ * memtables (back-pressure), so L0, read amplification and the manifest stay bounded. */
 static void *bg_main(void *arg)
 {
     od_db *db = arg;
@@ -1285,15 +1383,22 @@ static void *bg_main(void *arg)
         int64_t now = od_now_ms();
         int follow = !db->o.compactor || atomic_load(&db->compactor_off);
         if (follow && now >= follow_at) {
-            follow_at = now + 1000;
+            /* stalled at the L0 bound: look for the compactor's commits more often */
+            follow_at = now + (db->l0_stalled ? 100 : 1000);
             pthread_mutex_unlock(&db->mu);
             od_err fe;
             if (writer_follow(db, &fe) == OD_FENCED) od_db_set_bg_error(db, OD_FENCED, &fe);
             pthread_mutex_lock(&db->mu); /* other failures: try again next period */
             continue;
         }
-        if (db->cur->nimm == 0 || now < retry_at) {
-            int64_t wake = now + 1000;
+        int full = db->cur->nimm && l0_full_locked(db);
+        if (full != db->l0_stalled) {
+            db->l0_stalled = full;
+            if (full) atomic_fetch_add(&db->st_l0_stalls, 1);
+            if (full && follow && follow_at > now + 100) follow_at = now + 100;
+        }
+        if (db->cur->nimm == 0 || now < retry_at || full) {
+            int64_t wake = now + 1000; /* an L0 stall also ends by od_db_apply_manifest's broadcast */
             if (follow && follow_at < wake) wake = follow_at;
             if (db->cur->nimm && retry_at < wake) wake = retry_at;
             struct timespec ts;
@@ -1404,8 +1509,44 @@ int od_db_flush(od_db *db, int memtable, od_err *err)
     pthread_mutex_unlock(&db->wmu);
     if (rc) return od_err_set(err, rc, "db: out of memory rotating the memtable");
     if ((rc = od_db_wait_durable(db, seq, err))) return rc;
-    if (memtable) return od_flush_imm(db, err);
-    return OD_OK;
+    if (!memtable) return OD_OK;
+    /* Flush until no immutable memtable holds seqs ≤ seq (they are flushed oldest first, and
+     * the one rotated above ends at seq). At the L0 bound, wait for compaction to make room. */
+    int64_t stall_start = 0;
+    for (;;) {
+        if ((rc = od_flush_imm(db, err))) break;
+        pthread_mutex_lock(&db->mu);
+        od_version *v = db->cur;
+        int done = v->nimm == 0 || od_mt_max_seq(v->imm[v->nimm - 1]) > seq;
+        int full = !done && l0_full_locked(db);
+        if (!done && full && !db->closing && !db->bg_code) {
+            int64_t now = od_now_ms(), limit = stall_limit_ms(db);
+            if (!stall_start) {
+                stall_start = now;
+                atomic_fetch_add_explicit(&db->st_write_stalls, 1, memory_order_relaxed);
+            }
+            if (limit >= 0 && now - stall_start >= limit) {
+                pthread_mutex_unlock(&db->mu);
+                rc = stall_error(db, err, "od_db_flush", now - stall_start);
+                break;
+            }
+            int64_t wait = limit >= 0 && stall_start + limit - now < 1000 ? stall_start + limit - now : 1000;
+            struct timespec ts;
+            deadline_after_ms(&ts, wait); /* woken by od_db_apply_manifest when L0 shrinks */
+            pthread_cond_timedwait(&db->cv_bg, &db->mu, &ts);
+        }
+        int closing = db->closing;
+        pthread_mutex_unlock(&db->mu);
+        if (done) break;
+        if ((rc = od_db_check_bg(db, err))) break;
+        if (closing) {
+            rc = od_err_set(err, OD_CLOSED, "db: closed while od_db_flush waited for compaction to make room in L0");
+            break;
+        }
+    }
+    if (stall_start)
+        atomic_fetch_add_explicit(&db->st_write_stall_ms, (uint64_t)(od_now_ms() - stall_start), memory_order_relaxed);
+    return rc;
 }
 
 int od_db_compact(od_db *db, od_err *err)
@@ -1638,6 +1779,7 @@ void od_db_get_stats(od_db *db, od_db_stats *o)
     o->l0_count = v->ts->nl0;
     o->sorted_runs = v->ts->nruns;
     o->memtable_bytes = od_mt_bytes(v->mem);
+    o->l0_stalled = db->l0_stalled;
     for (size_t i = 0; i < v->nimm; i++) o->memtable_bytes += od_mt_bytes(v->imm[i]);
     for (size_t i = 0; i < v->ts->nl0; i++) {
         o->live_ssts++;
@@ -1660,6 +1802,9 @@ void od_db_get_stats(od_db *db, od_db_stats *o)
     o->iters = atomic_load(&db->st_iters);
     o->sst_reads = atomic_load(&db->st_sst_reads);
     o->gc_deleted = atomic_load(&db->st_gc_deleted);
+    o->write_stalls = atomic_load(&db->st_write_stalls);
+    o->write_stall_ms = atomic_load(&db->st_write_stall_ms);
+    o->l0_stalls = atomic_load(&db->st_l0_stalls);
     size_t cb;
     od_block_cache_stats(db->cache, &o->block_cache_hits, &o->block_cache_misses, &cb);
     if (db->dcache) od_disk_cache_stats(db->dcache, &o->disk_cache_hits, &o->disk_cache_misses, NULL);
@@ -1728,7 +1873,11 @@ int od_db_inspect(od_db *db, od_buf *json, od_err *err)
         }
         rc |= od_buf_append_str(json, "]}");
     }
-    rc |= od_buf_append_str(json, "}");
+    pthread_mutex_lock(&db->mu);
+    int stalled = db->l0_stalled;
+    pthread_mutex_unlock(&db->mu);
+    rc |= od_buf_printf(json, ",\"l0_max_tables\":%d,\"l0_stalled\":%d,\"write_stalls\":%" PRIu64 "}",
+                        db->o.l0_max_tables, stalled, (uint64_t)atomic_load(&db->st_write_stalls));
     rc |= od_buf_cstr(json); /* callers may treat the JSON as a C string */
     pthread_mutex_unlock(&db->man_mu);
     if (rc) return od_err_set(err, OD_NOMEM, "db: out of memory");

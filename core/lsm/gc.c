@@ -10,10 +10,11 @@
  *     checkpoint of the latest version are KEPT; older manifest versions are deleted (never
  *     the latest);
  *   - a collection is referenced when a kept manifest version lists it (as L0, in a run, or
- *     as a completed output of the compaction job it records) or it is open in this process
- *     (current view, live snapshots, iterators, compaction inputs); unreferenced collections
- *     are deleted only when older than gc_min_age_ms (so a flush, or a compaction output, that
- *     was written but not yet committed is safe for the one commit it waits for);
+ *     as a completed output of the compaction job it records), it is open in this process
+ *     (current view, live snapshots, iterators, compaction inputs) or it is an L0 flush output
+ *     of this handle between its PUT and its commit (db->pins); unreferenced collections are
+ *     deleted only when older than gc_min_age_ms (what keeps another process's in-flight
+ *     flush, written but not yet committed, for the commit it waits for);
  *   - a WAL object is deleted when its id is below the smallest wal_replay_from of the kept
  *     versions, it is older than gc_min_age_ms, and it is not the highest WAL id in the
  *     store (the newest object — normally a fence or the tail — always stays, so the next
@@ -186,25 +187,34 @@ int od_gc_run(od_db *db, od_err *err)
     od_manifest latest;
     int rc;
     objlist mans = {0}, ssts = {0}, wals = {0};
+    idset ids = {0};
     if (!db->read_only && (rc = prune_ckpts(db, err))) return rc;
     /* List the collections BEFORE reading the manifest: a compaction names each output in the
      * manifest before it PUTs it, so every output this listing can see is named in the
      * manifest read after it (reading the manifest first would miss one named meanwhile). */
     if ((rc = list_prefix(db, "sst/", &ssts, err))) return rc;
-    rc = od_manifest_load_latest(db->store, 0, &latest, err);
+    /* Then the pins of our L0 flushes, still BEFORE the manifest: a flush pins its output
+     * before the PUT and unpins it after its commit, so an output listed above is either
+     * pinned now or already committed, and then named in the manifest read below. */
+    pthread_mutex_lock(&db->tmu);
+    for (const od_sst_pin *p = db->pins; !rc && p; p = p->next) rc = idset_add(&ids, p->id);
+    pthread_mutex_unlock(&db->tmu);
+    if (rc == OD_OK) rc = od_manifest_load_latest(db->store, 0, &latest, err);
+    else rc = od_err_set(err, OD_NOMEM, "gc: out of memory");
     if (rc == OD_NOTFOUND) {
         if (err) od_err_clear(err);
         objlist_free(&ssts);
+        idset_free(&ids);
         return OD_OK;
     }
     if (rc) {
         objlist_free(&ssts);
+        idset_free(&ids);
         return rc;
     }
     int64_t now = od_now_ms();
     int64_t cutoff = now - (int64_t)db->o.gc_min_age_ms;
     uint64_t deleted = 0;
-    idset ids = {0};
     uint64_t min_replay = latest.wal_replay_from;
     if ((rc = add_manifest_ids(&ids, &latest))) goto oom;
 

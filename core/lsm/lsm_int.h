@@ -12,7 +12,7 @@
  *   - background threads: the WAL flusher (also renews the writer lease), the flush worker
  *     (memtable flushes to L0, retried with backoff on store trouble) and the maintenance
  *     worker (compaction, GC), so that a long compaction never holds up L0 flushes.
- * Lock order: fmu/cmu → man_mu → wmu → mu; tmu (the open-table registry) is a leaf.
+ * Lock order: fmu/cmu → man_mu → wmu → mu; tmu (the open-table registry, flush pins) is a leaf.
  */
 #ifndef OD_LSM_INT_H
 #define OD_LSM_INT_H
@@ -26,6 +26,14 @@
 #include "od_db.h"
 #include "od_sst.h"
 #include "wal.h"
+
+/* An L0 flush output between the start of its PUT and the end of its manifest commit: the
+ * flush links it into db->pins (under tmu; the node lives on the flusher's stack) and GC of
+ * this handle keeps the object (gc.c). */
+typedef struct od_sst_pin {
+    char id[OD_SST_ID_MAX];
+    struct od_sst_pin *next;
+} od_sst_pin;
 
 /* An open SST, shared by every version that lists it. */
 typedef struct od_table {
@@ -104,6 +112,7 @@ struct od_db {
     _Atomic size_t nimm; /* cur->nimm, readable without mu */
     _Atomic uint64_t visible_seq;
     uint64_t durable_seq;
+    int l0_stalled; /* flushes stopped: L0 is at l0_max_tables (set by the flush worker) */
     int bg_code; /* sticky failure of the WAL or the worker */
     od_err bg_err;
     int closing;
@@ -117,6 +126,7 @@ struct od_db {
      * their objects. tmu is a leaf lock (taken last, nothing taken under it). */
     pthread_mutex_t tmu;
     od_table *tables;
+    od_sst_pin *pins; /* (tmu) L0 flush outputs uploaded or being uploaded, not yet committed */
 
     pthread_mutex_t fmu; /* serialises memtable flushes */
     pthread_mutex_t cmu; /* serialises compactions */
@@ -141,7 +151,7 @@ struct od_db {
 
     /* counters (mu, or atomics) */
     _Atomic uint64_t st_wal_flushes, st_wal_bytes, st_mem_flushes, st_compactions, st_cbytes_in, st_cbytes_out,
-        st_user_bytes, st_gets, st_iters, st_sst_reads, st_gc_deleted;
+        st_user_bytes, st_gets, st_iters, st_sst_reads, st_gc_deleted, st_write_stalls, st_write_stall_ms, st_l0_stalls;
 };
 
 /* db.c */
@@ -163,7 +173,9 @@ int od_fenced_error(od_db *db, od_err *err, const char *what); /* re-reads the m
 void od_db_test_fail_memtable_insert(od_db *db, uint64_t nth);
 
 /* compaction.c */
-int od_flush_imm(od_db *db, od_err *err);        /* flush every immutable memtable, oldest first */
+/* Flush immutable memtables, oldest first, until none is left or L0 holds l0_max_tables
+ * collections (then OD_OK with memtables left: they wait for compaction). */
+int od_flush_imm(od_db *db, od_err *err);
 int od_compact_run(od_db *db, int force, int *did, od_err *err); /* one compaction if there is work (*did = 1) */
 /* Finish b and PUT it as sst/<id>.sst (id NULL: a new unique id); *desc describes it. */
 int od_table_build_and_put(od_db *db, od_sst_builder *b, od_sst_desc *desc, const char *id, od_err *err);

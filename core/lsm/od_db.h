@@ -73,6 +73,20 @@ typedef struct od_db_options {
     uint32_t flush_retry_ms;      /* a background L0 flush failing with store trouble (transient,
                                      timeout, I/O, conflict) is retried with backoff for this long
                                      before the handle fails (default 60000) */
+    int l0_max_tables;            /* L0 bound (SlateDB's l0_max_ssts, RocksDB's stop-writes trigger):
+                                     while L0 holds this many collections, memtables are not flushed
+                                     but wait (immutable, readable) for compaction to reduce L0, and
+                                     writers stall on those waiting memtables. Must be greater than
+                                     l0_compaction_trigger (od_db_open fails with OD_BADREQ if not);
+                                     0 (default) = 64, or 2 x l0_compaction_trigger if that is more */
+    uint32_t write_stall_timeout_ms; /* a write (or od_db_flush) stalled on back-pressure longer than
+                                     this fails with OD_BUSY ("writes stalled ...", naming the
+                                     cause), without being applied; the handle stays usable.
+                                     0 (default) = no limit in a writer that compacts itself
+                                     (compactor=1), 300000 in one that leaves compaction to a
+                                     compactor process (compactor=0, or fenced by one), so a writer
+                                     whose compactor is not running fails clearly instead of
+                                     hanging; UINT32_MAX = never */
 } od_db_options;
 
 void od_db_options_init(od_db_options *o);
@@ -98,11 +112,14 @@ int od_batch_delete(od_batch *b, const void *key, size_t klen);
 
 /* Apply a batch atomically. *seq_out (may be NULL) receives its sequence number.
  * wait_durable=1 blocks until the batch is durable in the object store. OD_FENCED once a
- * newer writer took over; OD_BADREQ for a read-only handle or bad sizes. */
+ * newer writer took over; OD_BADREQ for a read-only handle or bad sizes; OD_BUSY (the batch not
+ * applied, the handle usable) after stalling on back-pressure for write_stall_timeout_ms. */
 int od_db_write(od_db *db, od_batch *b, int wait_durable, uint64_t *seq_out, od_err *err);
 /* Block until every batch with sequence ≤ seq is durable (or fail with the reason). */
 int od_db_wait_durable(od_db *db, uint64_t seq, od_err *err);
-/* Flush the WAL now and wait; then, if memtable=1, flush the memtable to L0 too. */
+/* Flush the WAL now and wait; then, if memtable=1, flush the memtable to L0 too. While L0
+ * holds l0_max_tables collections that flush waits for compaction to reduce it, for at most
+ * write_stall_timeout_ms (then OD_BUSY: the data stays in memory and in the WAL). */
 int od_db_flush(od_db *db, int memtable, od_err *err);
 /* Run compaction now, synchronously, until no more work (also when compactor=0). */
 int od_db_compact(od_db *db, od_err *err);
@@ -151,13 +168,18 @@ typedef struct od_db_stats {
     uint64_t l0_count, sorted_runs, live_ssts, live_sst_bytes;
     uint64_t memtable_bytes;
     uint64_t gc_deleted;
+    uint64_t write_stalls;        /* writes (and od_db_flush calls) that waited on back-pressure */
+    uint64_t write_stall_ms;      /* the time they waited in total */
+    uint64_t l0_stalls;           /* times memtable flushes stopped because L0 reached l0_max_tables */
+    int l0_stalled;               /* 1 while they are stopped (waiting for compaction) */
     od_store_stats store;         /* the object store's request/byte counters */
 } od_db_stats;
 
 void od_db_get_stats(od_db *db, od_db_stats *out);
 /* JSON description of the current manifest: epochs, WAL range, every collection with its
- * key range, size, entry count and level, checkpoints, and the compaction job in progress
- * ("compaction_job", only while there is one); NUL-terminated (len excludes the NUL). Caller frees
+ * key range, size, entry count and level, checkpoints, the compaction job in progress
+ * ("compaction_job", only while there is one), and the L0 bound with the stall state
+ * ("l0_max_tables", "l0_stalled", "write_stalls"); NUL-terminated (len excludes the NUL). Caller frees
  * with od_buf_free. */
 int od_db_inspect(od_db *db, od_buf *json, od_err *err);
 /* The store the database lives on (for product-level objects and counters). */

@@ -92,8 +92,14 @@ int od_sst_builder_add(od_sst_builder *b, const od_entry *e, od_err *err);
 /* Bytes the finished object would have so far (for splitting output by size). */
 size_t od_sst_builder_size(const od_sst_builder *b);
 uint64_t od_sst_builder_entries(const od_sst_builder *b);
-/* Produce the whole object into *out (replaced); props (may be NULL) filled (caller frees). */
+/* Produce the whole object into *out (replaced; a malloc'd copy); props (may be NULL) filled
+ * (caller frees). */
 int od_sst_builder_finish(od_sst_builder *b, od_buf *out, od_sst_props *props, od_err *err);
+/* Same without the copy: *data / *len are the builder's own bytes, valid until
+ * od_sst_builder_free — which returns them to the OS (they are mapped, not malloc'd, once
+ * large: see od_bigbuf.h). The engine's flushes and compactions use this one. */
+int od_sst_builder_finish_ref(od_sst_builder *b, const uint8_t **data, size_t *len, od_sst_props *props,
+                              od_err *err);
 void od_sst_builder_free(od_sst_builder *b);
 
 /* ---------------- reader ---------------- */

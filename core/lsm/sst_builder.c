@@ -1,9 +1,13 @@
 /*
  * sst_builder.c — writes an SST (see od_sst.h, sst_block.h, docs/formats.md).
  *
- * Owns: the object being built (an od_buf of framed data blocks, grown as entries arrive),
- * the current data block, the index entries, the bloom hashes of the distinct user keys, and
- * the properties being accumulated.
+ * Owns: the object being built (framed data blocks, grown as entries arrive), the current
+ * data block, the index entries, the bloom hashes of the distinct user keys, and the
+ * properties being accumulated. The object and the hashes are the builder's big buffers (tens
+ * of MiB for a flush or a compaction output): they are od_bigbufs, mapped on their own and
+ * unmapped by od_sst_builder_free, so that they do not stay resident in a background
+ * thread's malloc arena after the table is written. Blocks are framed into a small od_buf
+ * and copied into the object.
  *
  * How it works. Entries arrive in od_entry_cmp order (checked). Each goes into the current
  * block builder; once the block's estimated size reaches block_size it is finished (restart
@@ -15,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../util/od_bigbuf.h"
 #include "../util/od_coding.h"
 #include "../util/od_crc32c.h"
 #include "../util/od_err.h"
@@ -24,15 +29,16 @@
 
 struct od_sst_builder {
     od_sst_opts o;
-    od_buf out;          /* framed data blocks so far */
+    od_bigbuf out;       /* the object: framed data blocks so far */
+    od_buf blk;          /* one framed block on its way into out */
     od_blk_builder bb;   /* current data block */
     od_buf last_key;     /* key of the last entry added */
     uint64_t last_seq;
     int has_last;
     od_buf index;        /* index entries (count is prepended at finish) */
     uint64_t nindex;
-    uint64_t *hashes;    /* od_hash64 of each distinct user key */
-    size_t nhashes, caphashes;
+    od_bigbuf hashes;    /* uint64_t od_hash64 of each distinct user key */
+    size_t nhashes;
     od_buf scratch;      /* compression output */
     od_sst_props props;  /* min_key / max_key filled at finish */
     od_buf min_key;
@@ -70,7 +76,7 @@ int od_sst_builder_new(const od_sst_opts *o, od_sst_builder **out, od_err *err)
     if (b->o.bloom_bits_per_key > 64) b->o.bloom_bits_per_key = 64;
     od_blkb_init(&b->bb);
     size_t expect = b->o.expect_bytes < (1u << 30) ? b->o.expect_bytes : (1u << 30);
-    if (expect && od_buf_reserve(&b->out, expect)) {
+    if (expect && od_bigbuf_reserve(&b->out, expect)) {
         od_sst_builder_free(b);
         return od_err_set(err, OD_NOMEM, "sst builder: out of memory reserving %zu bytes", expect);
     }
@@ -81,23 +87,30 @@ int od_sst_builder_new(const od_sst_opts *o, od_sst_builder **out, od_err *err)
 void od_sst_builder_free(od_sst_builder *b)
 {
     if (!b) return;
-    od_buf_free(&b->out);
+    od_bigbuf_free(&b->out);
+    od_buf_free(&b->blk);
     od_blkb_free(&b->bb);
     od_buf_free(&b->last_key);
     od_buf_free(&b->index);
     od_buf_free(&b->scratch);
     od_buf_free(&b->min_key);
-    free(b->hashes);
+    od_bigbuf_free(&b->hashes);
     free(b);
+}
+
+/* Frame one block (see od_blk_frame) and append it to the object. */
+static int frame_out(od_sst_builder *b, const uint8_t *raw, size_t len, int compress)
+{
+    od_buf_reset(&b->blk);
+    if (od_blk_frame(raw, len, compress, &b->blk, &b->scratch)) return OD_NOMEM;
+    return od_bigbuf_append(&b->out, b->blk.data, b->blk.len);
 }
 
 static int flush_block(od_sst_builder *b, od_err *err)
 {
     if (b->bb.nentries == 0) return OD_OK;
-    size_t start = b->out.len;
-    if (od_blkb_finish(&b->bb) || od_blk_frame(b->bb.buf.data, b->bb.buf.len, b->o.compress, &b->out, &b->scratch))
-        goto nomem;
-    uint64_t stored = b->out.len - start;
+    if (od_blkb_finish(&b->bb) || frame_out(b, b->bb.buf.data, b->bb.buf.len, b->o.compress)) goto nomem;
+    uint64_t stored = b->blk.len;
     if (od_buf_put_lenbytes(&b->index, b->last_key.data, b->last_key.len) || od_buf_put_varint(&b->index, b->last_seq) ||
         od_buf_put_varint(&b->index, stored))
         goto nomem;
@@ -141,14 +154,10 @@ static int add_entry(od_sst_builder *b, const od_entry *e, od_err *err)
         new_key = e->klen != b->last_key.len || (e->klen && memcmp(e->key, b->last_key.data, e->klen) != 0);
     }
     if (new_key && b->o.bloom_bits_per_key > 0) {
-        if (b->nhashes == b->caphashes) {
-            size_t nc = b->caphashes ? b->caphashes * 2 : 1024;
-            uint64_t *h = realloc(b->hashes, nc * sizeof *h);
-            if (!h) return od_err_set(err, OD_NOMEM, "sst builder: out of memory (bloom hashes)");
-            b->hashes = h;
-            b->caphashes = nc;
-        }
-        b->hashes[b->nhashes++] = od_hash64(e->key, e->klen);
+        uint64_t h = od_hash64(e->key, e->klen);
+        if (od_bigbuf_append(&b->hashes, &h, sizeof h))
+            return od_err_set(err, OD_NOMEM, "sst builder: out of memory (bloom hashes)");
+        b->nhashes++;
     }
     if (od_blkb_add(&b->bb, b->last_key.data, b->last_key.len, e))
         return od_err_set(err, OD_NOMEM, "sst builder: out of memory (data block)");
@@ -180,8 +189,11 @@ size_t od_sst_builder_size(const od_sst_builder *b)
 
 uint64_t od_sst_builder_entries(const od_sst_builder *b) { return b->props.entries; }
 
-int od_sst_builder_finish(od_sst_builder *b, od_buf *out, od_sst_props *props, od_err *err)
+int od_sst_builder_finish_ref(od_sst_builder *b, const uint8_t **data, size_t *len, od_sst_props *props,
+                              od_err *err)
 {
+    *data = NULL;
+    *len = 0;
     if (b->finished) return od_err_set(err, OD_BADREQ, "sst builder: finish called twice");
     if (b->failed) return od_err_set(err, OD_BADREQ, "sst builder: unusable after an earlier failure");
     int rc = flush_block(b, err);
@@ -193,15 +205,15 @@ int od_sst_builder_finish(od_sst_builder *b, od_buf *out, od_sst_props *props, o
     uint64_t filter_off = b->out.len, filter_size = 0;
     od_buf tmp = {0};
     if (b->o.bloom_bits_per_key > 0) {
-        if (od_bloom_build(b->hashes, b->nhashes, b->o.bloom_bits_per_key, &tmp) ||
-            od_blk_frame(tmp.data, tmp.len, 0, &b->out, &b->scratch))
+        if (od_bloom_build((const uint64_t *)b->hashes.data, b->nhashes, b->o.bloom_bits_per_key, &tmp) ||
+            frame_out(b, tmp.data, tmp.len, 0))
             goto nomem;
         filter_size = b->out.len - filter_off;
     }
     uint64_t index_off = b->out.len;
     od_buf_reset(&tmp);
     if (od_buf_put_varint(&tmp, b->nindex) || od_buf_append(&tmp, b->index.data, b->index.len) ||
-        od_blk_frame(tmp.data, tmp.len, b->o.compress, &b->out, &b->scratch))
+        frame_out(b, tmp.data, tmp.len, b->o.compress))
         goto nomem;
     uint64_t index_size = b->out.len - index_off;
     uint64_t props_off = b->out.len;
@@ -212,7 +224,7 @@ int od_sst_builder_finish(od_sst_builder *b, od_buf *out, od_sst_props *props, o
         od_buf_put_varint(&tmp, p->raw_key_bytes) || od_buf_put_varint(&tmp, p->raw_value_bytes) ||
         od_buf_put_varint(&tmp, p->data_blocks) || od_buf_put_lenbytes(&tmp, b->min_key.data, b->min_key.len) ||
         od_buf_put_lenbytes(&tmp, b->last_key.data, b->last_key.len) ||
-        od_blk_frame(tmp.data, tmp.len, 0, &b->out, &b->scratch))
+        frame_out(b, tmp.data, tmp.len, 0))
         goto nomem;
     uint64_t props_size = b->out.len - props_off;
     uint8_t f[OD_SST_FOOTER_SIZE];
@@ -226,8 +238,11 @@ int od_sst_builder_finish(od_sst_builder *b, od_buf *out, od_sst_props *props, o
     od_put_u64(f + 56, OD_SST_MAGIC);
     uint32_t crc = od_crc32c_extend(od_crc32c(f, 52), f + 56, 8);
     od_put_u32(f + 52, od_crc32c_mask(crc));
-    if (od_buf_append(&b->out, f, sizeof f)) goto nomem;
+    if (od_bigbuf_append(&b->out, f, sizeof f)) goto nomem;
     od_buf_free(&tmp);
+    od_buf_free(&b->blk);
+    od_buf_free(&b->scratch);
+    od_bigbuf_free(&b->hashes); /* only the object is needed from here on */
     if (props) {
         memset(props, 0, sizeof *props);
         *props = b->props;
@@ -240,11 +255,28 @@ int od_sst_builder_finish(od_sst_builder *b, od_buf *out, od_sst_props *props, o
             return od_err_set(err, OD_NOMEM, "sst builder: out of memory (properties)");
         }
     }
-    od_buf_free(out);
-    *out = b->out;
-    b->out = (od_buf){0};
+    *data = b->out.data;
+    *len = b->out.len;
     return OD_OK;
 nomem:
     od_buf_free(&tmp);
+    b->failed = 1;
     return od_err_set(err, OD_NOMEM, "sst builder: out of memory finishing the table");
+}
+
+int od_sst_builder_finish(od_sst_builder *b, od_buf *out, od_sst_props *props, od_err *err)
+{
+    const uint8_t *data;
+    size_t len;
+    int rc = od_sst_builder_finish_ref(b, &data, &len, props, err);
+    if (rc) return rc;
+    od_buf copy = {0};
+    if (od_buf_append(&copy, data, len)) {
+        if (props) od_sst_props_free(props);
+        return od_err_set(err, OD_NOMEM, "sst builder: out of memory copying the table (%zu bytes)", len);
+    }
+    od_buf_free(out);
+    *out = copy;
+    od_bigbuf_free(&b->out);
+    return OD_OK;
 }

@@ -158,6 +158,7 @@ static void test_flush_during_compaction(void **state)
     od_db_options_init(&o);
     o.memtable_bytes = 32u << 10;
     o.l0_compaction_trigger = 2;
+    o.l0_max_tables = 1000; /* not the L0 bound under test here (test_lsm_l0_bound): the flush worker */
     o.gc_interval_ms = 0;
     o.flush_interval_ms = 2;
     o.compaction_filter = hold_filter;

@@ -6,7 +6,9 @@
  *   CREATE VIRTUAL TABLE e USING eventstore('<store uri>' [, option=value ...]);
  *     options: retention_age_ms=N, retention_count=N, read_only=1, takeover=1,
  *              flush_interval_ms=N, tail_cache=N  (used by whoever opens the store first in
- *              this process; later tables on the same URI share that handle)
+ *              this process; later tables on the same URI share that handle). A read_only
+ *              table refreshes its handle once per scan (refresh_once): it sees what the
+ *              writer committed, under the writer's store default age and retention floor.
  *   columns: key TEXT, seq INTEGER, ts INTEGER (unix ms), value (TEXT or BLOB as inserted),
  *            headers TEXT (JSON object of strings, NULL when none), expected_seq HIDDEN
  *   INSERT INTO e(key, value [, headers, ts, expected_seq]) VALUES (...)   appends
@@ -23,7 +25,8 @@
  * xSync hands everything the transaction did to that store — in every table of this
  * connection sharing the engine handle — to od_ev_commit as ONE engine batch (store_commit):
  * records, then trims, then key deletes / retention changes (a row INSERTed after a DELETE of
- * its key in the same transaction fails the COMMIT: check_insert_after_delete); durable when COMMIT returns,
+ * its key in the same transaction fails the COMMIT: check_insert_after_delete; a retention
+ * change after it is a no-op, as an ordinary table's UPDATE of the deleted row); durable when COMMIT returns,
  * discarded by ROLLBACK. An expected_seq conflict fails the COMMIT (or the autocommit
  * statement) with "eventstore: expected_seq ...", and nothing of it is applied. Tables on
  * different stores commit one store after the other (no two-phase commit): atomic per store.
@@ -44,7 +47,7 @@
  *                NUMERIC affinity (key_rhs_exact): a number then matches its text and every key
  *                whose text converts to an equal number (add_numeric_keys); SQLite re-checks
  *   P_SEQ_ORDER (no argv)  ORDER BY seq consumed for one key =; with P_KEY_NUM several keys
- *                may match, and their records are merged by seq (seq_order_fill)
+ *                may match, and their records are merged by seq (merge_open: a k-way merge)
  * Terms are omitted (omit=1) when applied with SQLite's exact semantics: key with BINARY
  * collation and a value known to be text (or a parameter in a single-table query: text
  * semantics, key = 5 means key = '5'), integer bounds; LIKE/GLOB never; key terms whose value
@@ -242,7 +245,7 @@ enum {
     P_KEY_NUM = 1 << 19,    /* a key term may compare numerically (see key_rhs_exact): a number value
                                matches every key whose text SQLite converts to it; SQLite re-checks */
     P_SEQ_ORDER = 1 << 20   /* ORDER BY seq consumed for one key=: with P_KEY_NUM a number may match
-                               several keys, whose rows are then merged by seq (seq_order_fill) */
+                               several keys, whose rows are then merged by seq (merge_open) */
 };
 static const char *const P_NAMES[P_NBITS] = {"key=",  "key>=", "key>",  "key<=", "key<",  "key-like",
                                              "key-glob", "seq=", "seq>=", "seq>",  "seq<=", "seq<",
@@ -1015,6 +1018,11 @@ typedef struct ev_cursor {
     od_ev_record *desc;    /* P_DESC_TAIL: copies of the tail records, oldest first */
     uint8_t **desc_mem;
     long ndesc, di;
+    od_ev_cursor **mc;     /* P_SEQ_ORDER with several keys: one record cursor per key (by key order) */
+    size_t nmc;
+    size_t *heap;          /* indexes into mc of the cursors with a record: a min-heap by (seq, index) */
+    size_t nheap;
+    int refreshed;         /* od_ev_refresh done for this cursor (once per scan, not per join row) */
 } ev_cursor;
 
 static int ev_open(sqlite3_vtab *vt, sqlite3_vtab_cursor **out)
@@ -1037,9 +1045,20 @@ static void desc_free(ev_cursor *c)
     c->ndesc = 0;
 }
 
+static void merge_free(ev_cursor *c)
+{
+    for (size_t i = 0; i < c->nmc; i++) od_ev_cursor_free(c->mc[i]);
+    sqlite3_free(c->mc);
+    sqlite3_free(c->heap);
+    c->mc = NULL;
+    c->heap = NULL;
+    c->nmc = c->nheap = 0;
+}
+
 static void ev_reset(ev_cursor *c)
 {
     desc_free(c);
+    merge_free(c);
     od_ev_cursor_free(c->rc);
     c->rc = NULL;
     od_ev_keys_free(c->keys);
@@ -1069,11 +1088,21 @@ static int set_od_err(sqlite3_vtab *vt, const od_err *e, const char *what)
     return SQLITE_ERROR;
 }
 
-/* Open the record cursor for the key [k, n). */
-static int open_key(ev_cursor *c, ev_vtab *v, const void *k, size_t n, od_err *err)
+/* A read-only table follows a store another process writes: pick up its new state (records,
+ * and the store default age and retention floor its last writer open recorded) once per cursor,
+ * i.e. per scan, not per row of a join. Writers: a no-op. */
+static int refresh_once(int *done, od_eventstore *es, sqlite3_vtab *vt, const char *what)
 {
-    od_ev_cursor_free(c->rc);
-    c->rc = NULL;
+    if (*done) return SQLITE_OK;
+    od_err err = {0};
+    if (od_ev_refresh(es, &err)) return set_od_err(vt, &err, what);
+    *done = 1;
+    return SQLITE_OK;
+}
+
+/* Open a record cursor for the key [k, n) within the seq/ts bounds. */
+static int open_key_cursor(ev_cursor *c, ev_vtab *v, const void *k, size_t n, od_ev_cursor **out, od_err *err)
+{
     od_ev_read_opts ro = {0};
     if (c->b.seq_lo || !c->b.has_ts_lo) {
         ro.from = OD_EV_FROM_SEQ;
@@ -1084,7 +1113,15 @@ static int open_key(ev_cursor *c, ev_vtab *v, const void *k, size_t n, od_err *e
     }
     if (c->b.has_seq_hi) ro.end_seq = c->b.seq_hi;
     if (c->b.has_ts_hi && c->b.ts_hi > 0) ro.end_ts_ms = c->b.ts_hi;
-    return od_ev_cursor_open(v->es, k, n, &ro, &c->rc, err);
+    return od_ev_cursor_open(v->es, k, n, &ro, out, err);
+}
+
+/* Open the record cursor of the current key [k, n). */
+static int open_key(ev_cursor *c, ev_vtab *v, const void *k, size_t n, od_err *err)
+{
+    od_ev_cursor_free(c->rc);
+    c->rc = NULL;
+    return open_key_cursor(c, v, k, n, &c->rc, err);
 }
 
 /* Is the current record inside every bound (the engine applied most already)? */
@@ -1184,30 +1221,109 @@ static int desc_push(ev_cursor *c, long *cap, const od_ev_record *in)
     return SQLITE_OK;
 }
 
-static int seq_desc_cmp(const void *a, const void *b)
+/* P_SEQ_ORDER with several keys (a number matched '5' and '05'): a k-way merge by seq of one
+ * record cursor per key (each key's records come in seq order), so memory grows with the
+ * number of keys, not of records. Ties in seq come in key byte order. */
+static int merge_less(ev_cursor *c, size_t a, size_t b)
 {
-    const od_ev_record *x = a, *y = b;
-    return (x->seq < y->seq) - (x->seq > y->seq);
+    od_ev_record x, y;
+    od_ev_cursor_record(c->mc[a], &x);
+    od_ev_cursor_record(c->mc[b], &y);
+    return x.seq < y.seq || (x.seq == y.seq && a < b);
 }
 
-/* P_SEQ_ORDER with several keys (a number matched '5' and '05'): copy every matching record of
- * those keys, sort by seq, and emit them through the desc array (which emits from its end). */
-static int seq_order_fill(ev_cursor *c, ev_vtab *v)
+static void merge_sift_down(ev_cursor *c, size_t i)
 {
-    long cap = 0;
-    od_err err = {0};
-    int rc;
-    while ((rc = settle(c, v)) == SQLITE_OK && !c->eof) {
-        if (desc_push(c, &cap, &c->rec)) return SQLITE_NOMEM;
-        if (od_ev_cursor_next(c->rc, &err)) return set_od_err(&v->base, &err, "eventstore: ");
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < c->nheap && merge_less(c, c->heap[l], c->heap[m])) m = l;
+        if (r < c->nheap && merge_less(c, c->heap[r], c->heap[m])) m = r;
+        if (m == i) return;
+        size_t t = c->heap[i];
+        c->heap[i] = c->heap[m];
+        c->heap[m] = t;
+        i = m;
     }
-    if (rc) return rc;
-    if (c->ndesc > 1) qsort(c->desc, (size_t)c->ndesc, sizeof *c->desc, seq_desc_cmp);
-    for (long i = 0; i < c->ndesc; i++) c->desc_mem[i] = (uint8_t *)c->desc[i].key;
-    c->di = c->ndesc - 1;
-    c->eof = c->di < 0;
-    if (!c->eof) c->rec = c->desc[c->di];
+}
+
+/* Move cursor i to its first record (at or after its position) inside every bound; *ok = 0
+ * when it has none left. */
+static int merge_settle_one(ev_cursor *c, ev_vtab *v, size_t i, int *ok)
+{
+    od_err err = {0};
+    *ok = 0;
+    while (od_ev_cursor_valid(c->mc[i])) {
+        od_ev_cursor_record(c->mc[i], &c->rec);
+        if (c->b.has_ts_hi && c->rec.ts_ms >= c->b.ts_hi) return SQLITE_OK;
+        if (rec_ok(c)) {
+            *ok = 1;
+            return SQLITE_OK;
+        }
+        if (od_ev_cursor_next(c->mc[i], &err)) return set_od_err(&v->base, &err, "eventstore: ");
+    }
     return SQLITE_OK;
+}
+
+/* The heap's smallest record becomes the current row (after OFFSET), or eof. */
+static int merge_emit(ev_cursor *c, ev_vtab *v)
+{
+    od_err err = {0};
+    for (;;) {
+        if (!c->nheap || (c->b.limit >= 0 && c->emitted >= c->b.limit)) {
+            c->eof = 1;
+            return SQLITE_OK;
+        }
+        size_t top = c->heap[0];
+        od_ev_cursor_record(c->mc[top], &c->rec);
+        if (c->skipped >= c->b.offset) {
+            c->eof = 0;
+            return SQLITE_OK;
+        }
+        c->skipped++;
+        int ok;
+        if (od_ev_cursor_next(c->mc[top], &err)) return set_od_err(&v->base, &err, "eventstore: ");
+        int rc = merge_settle_one(c, v, top, &ok);
+        if (rc) return rc;
+        if (!ok) c->heap[0] = c->heap[--c->nheap];
+        merge_sift_down(c, 0);
+    }
+}
+
+static int merge_next(ev_cursor *c, ev_vtab *v)
+{
+    od_err err = {0};
+    if (!c->nheap) {
+        c->eof = 1;
+        return SQLITE_OK;
+    }
+    size_t top = c->heap[0];
+    if (od_ev_cursor_next(c->mc[top], &err)) return set_od_err(&v->base, &err, "eventstore: ");
+    int ok, rc = merge_settle_one(c, v, top, &ok);
+    if (rc) return rc;
+    if (!ok) c->heap[0] = c->heap[--c->nheap];
+    merge_sift_down(c, 0);
+    return merge_emit(c, v);
+}
+
+static int merge_open(ev_cursor *c, ev_vtab *v)
+{
+    c->mc = sqlite3_malloc64(c->b.neq * sizeof *c->mc);
+    c->heap = sqlite3_malloc64(c->b.neq * sizeof *c->heap);
+    if (!c->mc || !c->heap) return SQLITE_NOMEM;
+    od_err err = {0};
+    for (size_t e = 0; e < c->b.neq; e++) {
+        keybuf *k = &c->b.eq[e];
+        if (!key_in_range(&c->b, k->p, k->n) || k->n == 0 || k->n > OD_EV_KEY_MAX) continue;
+        size_t i = c->nmc;
+        c->mc[i] = NULL;
+        if (open_key_cursor(c, v, k->p, k->n, &c->mc[i], &err)) return set_od_err(&v->base, &err, "eventstore: ");
+        c->nmc++;
+        int ok, rc = merge_settle_one(c, v, i, &ok);
+        if (rc) return rc;
+        if (ok) c->heap[c->nheap++] = i;
+    }
+    for (size_t i = c->nheap / 2; i-- > 0;) merge_sift_down(c, i);
+    return merge_emit(c, v);
 }
 
 /* P_DESC_TAIL: copy the last limit + offset records of the one key, emit them newest first. */
@@ -1245,7 +1361,9 @@ static int ev_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
     ev_vtab *v = (ev_vtab *)cur->pVtab;
     (void)idxStr;
     ev_reset(c);
-    int rc = read_bounds(idxNum, argc, argv, &c->b);
+    int rc = refresh_once(&c->refreshed, v->es, &v->base, "eventstore: ");
+    if (rc) return rc;
+    rc = read_bounds(idxNum, argc, argv, &c->b);
     if (!rc && !c->b.none && c->b.nnums)
         rc = add_numeric_keys(v->db, &v->numst, v->es, &c->nk, &c->b, &v->base, "eventstore: ");
     if (rc) return rc;
@@ -1266,7 +1384,7 @@ static int ev_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
                              NULL, 0, &c->keys, &err);
         if (rc) return set_od_err(&v->base, &err, "eventstore: ");
     }
-    if ((idxNum & P_SEQ_ORDER) && c->b.neq > 1) return seq_order_fill(c, v);
+    if ((idxNum & P_SEQ_ORDER) && c->b.neq > 1) return merge_open(c, v);
     return settle(c, v);
 }
 
@@ -1282,6 +1400,7 @@ static int ev_next(sqlite3_vtab_cursor *cur)
         if (!c->eof) c->rec = c->desc[c->di];
         return SQLITE_OK;
     }
+    if (c->mc) return merge_next(c, v);
     int rc = od_ev_cursor_next(c->rc, &err);
     if (rc) return set_od_err(&v->base, &err, "eventstore: ");
     return settle(c, v);
@@ -1360,13 +1479,16 @@ static int ev_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *out)
 {
     ev_cursor *c = (ev_cursor *)cur;
     ev_vtab *v = (ev_vtab *)cur->pVtab;
-    size_t i = v->nrowkeys;
-    if (i && v->rowkeys[i - 1].n == c->rec.klen && memcmp(v->rowkeys[i - 1].p, c->rec.key, c->rec.klen) == 0) {
+    size_t i = v->nrowkeys, lim = i > 8 ? i - 8 : 0;
+    while (i > lim && !(v->rowkeys[i - 1].n == c->rec.klen && memcmp(v->rowkeys[i - 1].p, c->rec.key, c->rec.klen) == 0))
+        i--;
+    if (i > lim) {
         i--;
     } else {
-        /* a key other than the previous row's gets a new entry (rows come in key order; a key
-         * met again later just gets a second index: both name the same key). Searching every
-         * entry here made a DELETE over many keys quadratic. */
+        /* a key other than the last few rows' gets a new entry (rows come in key order, or
+         * alternate among a few keys in a seq merge; a key met again later just gets a second
+         * index: both name the same key). Searching every entry here made a DELETE over many
+         * keys quadratic. */
         if (v->nrowkeys >= ((size_t)1 << 22)) rowkeys_clear(v);
         i = v->nrowkeys;
         if (v->nrowkeys == v->caprowkeys) {
@@ -1803,6 +1925,7 @@ typedef struct k_cursor {
     size_t klen;
     int eof;
     sqlite3_int64 emitted, skipped;
+    int refreshed;         /* as ev_cursor's */
 } k_cursor;
 
 static int k_open(sqlite3_vtab *vt, sqlite3_vtab_cursor **out)
@@ -1896,7 +2019,9 @@ static int k_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, in
     keys_vtab *v = (keys_vtab *)cur->pVtab;
     (void)idxStr;
     k_reset(c);
-    int rc = read_bounds(idxNum, argc, argv, &c->b);
+    int rc = refresh_once(&c->refreshed, v->es, &v->base, "eventstore_keys: ");
+    if (rc) return rc;
+    rc = read_bounds(idxNum, argc, argv, &c->b);
     if (!rc && !c->b.none && c->b.nnums)
         rc = add_numeric_keys(v->db, &v->numst, v->es, &c->nk, &c->b, &v->base, "eventstore_keys: ");
     if (rc) return rc;
@@ -2043,8 +2168,8 @@ static int k_sync(sqlite3_vtab *vt)
 /* Everything this connection's transaction did to the store `es`, in every eventstore and
  * eventstore_keys table on it: the INSERTed records (in statement order across tables), then the
  * DELETE trims, then the key deletes and retention changes (in statement order) — handed to
- * od_ev_commit as ONE engine batch: an expected_seq conflict or a vanished key (retention
- * change) aborts all of it; else it is all visible and durable at once. Later syncs of the
+ * od_ev_commit as ONE engine batch: an expected_seq conflict or a key deleted by someone else
+ * (retention change) aborts all of it; else it is all visible and durable at once. Later syncs of the
  * other tables of the store find nothing pending. Tables on other stores commit separately
  * (per-store atomicity only: see docs/sql.md). */
 static int pend_order_cmp(const void *a, const void *b)
@@ -2067,36 +2192,49 @@ static int pend_key_del_cmp(const void *a, const void *b)
     return c ? c : (x->order > y->order) - (x->order < y->order);
 }
 
+/* The key deletes of pk (statement order), sorted by (key, order) into *d (NULL when none). */
+static int dels_sorted(pend_key **pk, size_t nk, pend_key ***d, size_t *nd)
+{
+    *d = NULL;
+    *nd = 0;
+    size_t n = 0;
+    for (size_t j = 0; j < nk; j++) n += pk[j]->del;
+    if (!n) return SQLITE_OK;
+    pend_key **a = sqlite3_malloc64(n * sizeof *a);
+    if (!a) return SQLITE_NOMEM;
+    n = 0;
+    for (size_t j = 0; j < nk; j++)
+        if (pk[j]->del) a[n++] = pk[j];
+    qsort(a, n, sizeof *a, pend_key_del_cmp);
+    *d = a;
+    *nd = n;
+    return SQLITE_OK;
+}
+
+/* Was the key deleted (d: dels_sorted) by a statement before `order`? */
+static int deleted_before(pend_key **d, size_t nd, const void *key, size_t klen, uint64_t order)
+{
+    size_t lo = 0, hi = nd; /* the first delete whose key >= key: the key's earliest */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (bcmp_(d[mid]->key, d[mid]->klen, key, klen) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < nd && bcmp_(d[lo]->key, d[lo]->klen, key, klen) == 0 && d[lo]->order < order;
+}
+
 /* The engine batch applies the records before the key deletes, so a row INSERTed after a
  * DELETE of its key (statement order) would be deleted with the key: refuse such a COMMIT
- * (nothing is applied) rather than lose the row. pk: the key operations in statement order. */
-static int check_insert_after_delete(pend_key **pk, size_t nk, pend_rec **pr, size_t nr, sqlite3_vtab *caller)
+ * (nothing is applied) rather than lose the row. d: the key deletes (dels_sorted). */
+static int check_insert_after_delete(pend_key **d, size_t nd, pend_rec **pr, size_t nr, sqlite3_vtab *caller)
 {
-    size_t nd = 0;
-    for (size_t j = 0; j < nk; j++) nd += pk[j]->del;
-    if (!nd || !nr) return SQLITE_OK;
-    pend_key **d = sqlite3_malloc64(nd * sizeof *d);
-    if (!d) return SQLITE_NOMEM;
-    nd = 0;
-    for (size_t j = 0; j < nk; j++)
-        if (pk[j]->del) d[nd++] = pk[j];
-    qsort(d, nd, sizeof *d, pend_key_del_cmp);
-    int rc = SQLITE_OK;
-    for (size_t i = 0; i < nr && !rc; i++) {
-        size_t lo = 0, hi = nd; /* the first delete whose key >= the record's */
-        while (lo < hi) {
-            size_t mid = lo + (hi - lo) / 2;
-            if (bcmp_(d[mid]->key, d[mid]->klen, pr[i]->key, pr[i]->klen) < 0) lo = mid + 1;
-            else hi = mid;
-        }
-        if (lo < nd && bcmp_(d[lo]->key, d[lo]->klen, pr[i]->key, pr[i]->klen) == 0 && d[lo]->order < pr[i]->order)
-            rc = vt_error(caller, SQLITE_CONSTRAINT,
-                          "eventstore: key \"%.*s\" was deleted in the same transaction before a row was INSERTed "
-                          "into it (COMMIT the delete first)",
-                          (int)(pr[i]->klen > 100 ? 100 : pr[i]->klen), (const char *)pr[i]->key);
-    }
-    sqlite3_free(d);
-    return rc;
+    for (size_t i = 0; i < nr; i++)
+        if (deleted_before(d, nd, pr[i]->key, pr[i]->klen, pr[i]->order))
+            return vt_error(caller, SQLITE_CONSTRAINT,
+                            "eventstore: key \"%.*s\" was deleted in the same transaction before a row was INSERTed "
+                            "into it (COMMIT the delete first)",
+                            (int)(pr[i]->klen > 100 ? 100 : pr[i]->klen), (const char *)pr[i]->key);
+    return SQLITE_OK;
 }
 
 static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller)
@@ -2145,14 +2283,22 @@ static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller)
             if (k->es == es)
                 for (size_t i = 0; i < k->nops; i++) pk[nk++] = &k->ops[i];
         if (!rc && nk > 1) qsort(pk, nk, sizeof *pk, pend_key_order_cmp); /* statement order */
-        if (!rc) rc = check_insert_after_delete(pk, nk, pr, ni, caller);
+        pend_key **dels = NULL;
+        size_t ndels = 0;
+        if (!rc) rc = dels_sorted(pk, nk, &dels, &ndels);
+        if (!rc) rc = check_insert_after_delete(dels, ndels, pr, ni, caller);
         for (size_t j = 0; j < nk && !rc; j++) {
             pend_key *op = pk[j];
+            /* a retention change of a key an earlier statement of this transaction deleted
+             * changes nothing (an ordinary table's UPDATE after the DELETE matches 0 rows);
+             * a key deleted by someone else meanwhile still fails the COMMIT ("no such key") */
             ops[no++] = op->del ? (od_ev_op){.kind = OD_EV_OP_DELETE_KEY, .key = op->key, .klen = op->klen,
                                              .missing_ok = 1}
                                 : (od_ev_op){.kind = OD_EV_OP_SET_RETENTION, .key = op->key, .klen = op->klen,
-                                             .age_ms = op->age, .count = op->count};
+                                             .age_ms = op->age, .count = op->count,
+                                             .missing_ok = deleted_before(dels, ndels, op->key, op->klen, op->order)};
         }
+        sqlite3_free(dels);
         sqlite3_free(pk);
         if (!rc) {
             od_err err = {0};

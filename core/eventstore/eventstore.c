@@ -50,7 +50,15 @@ struct od_eventstore {
     od_buf k, v;                /* scratch buffers, used under mu */
     int64_t store_floor;        /* 'R' floor: store-default records with ts below stay hidden
                                    (written at open, read by the compaction thread: atomics) */
+    int64_t store_age;          /* the store default age reads apply: the option (writers), the
+                                   last writer's from 'R' (read-only handles; od_ev_refresh) */
 };
+
+/* The handle's wall clock: the system clock, or the options' test hook. */
+static int64_t es_clock(const od_eventstore *es)
+{
+    return es->opts.now_ms ? es->opts.now_ms(es->opts.now_ctx) : es_now_ms();
+}
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -208,43 +216,89 @@ static int recover_intents(od_eventstore *es, od_err *err);
 /* The store default age may change between opens (options). What an earlier, shorter default
  * hid must stay hidden when a later open lengthens (or removes) it: the writer keeps the last
  * default in 'R' and, when it changes, raises the floor to now - old age; reads and the
- * compaction filter hide store-default records below the floor. Read-only handles read the
- * floor at open. Stores without 'R' (older builds) start without a floor. */
-static int load_store_retention(od_eventstore *es, od_err *err)
+ * compaction filter hide store-default records below the floor. Read-only handles take the age
+ * and the floor from 'R' at open and at every od_ev_refresh (they hide what the writer hides).
+ * Stores without 'R' (older builds) start without a floor. */
+#define ES_CLOCK_MARGIN_MS 60000 /* how far the handle's clock may be ahead of the store's */
+
+static int read_sret(od_eventstore *es, int *have, int64_t *age, int64_t *floor_ts, od_err *err)
 {
     const uint8_t rk = ES_NS_SRET;
     od_buf v = {0};
     od_err e2 = {0};
-    int64_t age = 0, floor_ts = 0;
-    int have = 0;
+    *have = 0;
+    *age = *floor_ts = 0;
     int rc = od_db_get(es->db, NULL, &rk, 1, &v, &e2);
-    if (rc == OD_OK) {
-        if (es_sret_decode(v.data, v.len, &age, &floor_ts)) {
-            od_buf_free(&v);
-            return od_err_set(err, OD_CORRUPT, "eventstore: corrupt store retention state");
-        }
-        have = 1;
-    } else if (rc != OD_NOTFOUND) {
+    if (rc == OD_NOTFOUND) {
+        od_buf_free(&v);
+        return OD_OK;
+    }
+    if (rc) {
         od_buf_free(&v);
         od_err_copy(err, &e2);
         return od_err_prefix(err, "eventstore: reading the store retention state");
     }
-    rc = OD_OK;
+    rc = es_sret_decode(v.data, v.len, age, floor_ts);
+    od_buf_free(&v);
+    if (rc) return od_err_set(err, OD_CORRUPT, "eventstore: corrupt store retention state");
+    *have = 1;
+    return OD_OK;
+}
+
+/* The "now" a writer open raises the floor from: the handle's clock, but at most
+ * ES_CLOCK_MARGIN_MS past the object store's clock, read as the last-modified time of the lease
+ * object (docs/formats.md) that the writer open has just written. Why: a clock far ahead would
+ * put the floor above records the old default still showed, hiding them for good (and letting
+ * compaction drop them). The margin covers ordinary skew, the store's 1 s time resolution and
+ * the time since the lease was written. A store that reports no time: the handle's clock. */
+static int floor_now(od_eventstore *es, int64_t *out, od_err *err)
+{
+    int64_t now = es_clock(es);
+    od_obj_meta meta;
+    od_err e2 = {0};
+    memset(&meta, 0, sizeof meta);
+    int rc = od_store_head(od_db_store(es->db), "lease", &meta, &e2);
+    if (rc && rc != OD_NOTFOUND) {
+        od_err_copy(err, &e2);
+        return od_err_prefix(err, "eventstore: reading the store's clock (the lease object)");
+    }
+    if (rc == OD_OK && meta.mtime_ms > 0 && now > meta.mtime_ms + ES_CLOCK_MARGIN_MS)
+        now = meta.mtime_ms + ES_CLOCK_MARGIN_MS;
+    *out = now;
+    return OD_OK;
+}
+
+/* Writer open: record the store default age, raising the floor when it changed. Read-only
+ * handles (open and od_ev_refresh): adopt the recorded age and floor. */
+static int load_store_retention(od_eventstore *es, od_err *err)
+{
+    int have;
+    int64_t age, floor_ts;
+    int rc = read_sret(es, &have, &age, &floor_ts, err);
+    if (rc) return rc;
     int64_t new_age = es->opts.retention_age_ms;
-    if (!es->opts.read_only && (!have || age != new_age)) {
+    if (es->opts.read_only) {
+        if (have) new_age = age;
+    } else if (!have || age != new_age) {
         if (have && age > 0) {
-            int64_t f = es_now_ms() - age;
-            if (f > floor_ts) floor_ts = f;
+            int64_t now;
+            rc = floor_now(es, &now, err);
+            if (rc) return rc;
+            if (now - age > floor_ts) floor_ts = now - age;
         }
+        const uint8_t rk = ES_NS_SRET;
+        od_buf v = {0};
         od_batch *b = od_batch_new();
         if (!b) rc = nomem(err);
         else if (es_sret_encode(&v, new_age, floor_ts) || od_batch_put(b, &rk, 1, v.data, v.len)) rc = nomem(err);
         else rc = od_db_write(es->db, b, 1, NULL, err);
         od_batch_free(b);
+        od_buf_free(&v);
+        if (rc) return rc;
     }
-    od_buf_free(&v);
-    if (!rc) __atomic_store_n(&es->store_floor, floor_ts, __ATOMIC_RELAXED);
-    return rc;
+    __atomic_store_n(&es->store_floor, floor_ts, __ATOMIC_RELAXED);
+    __atomic_store_n(&es->store_age, new_age, __ATOMIC_RELAXED);
+    return OD_OK;
 }
 
 int od_ev_open(const char *uri, const od_ev_options *opts, od_eventstore **out, od_err *err)
@@ -313,7 +367,14 @@ int od_ev_close(od_eventstore *es, od_err *err)
 
 od_db *od_ev_db(od_eventstore *es) { return es->db; }
 
-int od_ev_refresh(od_eventstore *es, od_err *err) { return od_db_refresh(es->db, err); }
+/* Read-only: the engine's new state, then the writer's store default age and floor ('R': a
+ * writer open may have changed them since). */
+int od_ev_refresh(od_eventstore *es, od_err *err)
+{
+    int rc = od_db_refresh(es->db, err);
+    if (rc || !es->opts.read_only) return rc;
+    return load_store_retention(es, err);
+}
 
 void od_ev_get_stats(od_eventstore *es, od_ev_stats *out)
 {
@@ -1163,8 +1224,8 @@ int od_ev_cursor_open(od_eventstore *es, const void *key, size_t klen, const od_
         *out = c;
         return OD_OK;
     }
-    c->now = es_now_ms();
-    c->age = es_eff_age(&m, es->opts.retention_age_ms);
+    c->now = es_clock(es);
+    c->age = es_eff_age(&m, __atomic_load_n(&es->store_age, __ATOMIC_RELAXED));
     c->floor = __atomic_load_n(&es->store_floor, __ATOMIC_RELAXED);
     uint64_t first = es_visible_first(&m, es->opts.retention_count), start = first;
     uint64_t end = m.next_seq;

@@ -39,7 +39,13 @@
  * after the change; a shorter one hides older records at once. The store default age changes
  * only at open (options): a writer open that changes it records a floor (now - the old age)
  * below which records appended under the store default stay hidden, at read time and in
- * compaction. A store default count lowered and raised across opens is not covered.
+ * compaction. "now" there is the handle's clock but at most one minute past the object store's
+ * clock (the last-modified time of the lease object the open just wrote), so a writer whose
+ * clock is far ahead cannot set the floor above records the old default still showed (the
+ * damage is bounded by that minute). Read-only handles apply the store default age and floor
+ * the last writer open recorded (their own retention_age_ms only for stores without that
+ * record, written by older builds), taken at open and at every od_ev_refresh. A store default
+ * count lowered and raised across opens is not covered.
  *
  * Transactions: od_ev_commit applies appends and trims / key deletes / retention changes as
  * ONE engine batch (all or nothing, one durability wait); the single-operation calls below are
@@ -78,6 +84,11 @@ typedef struct od_ev_options {
     size_t tail_cache_entries;   /* bounded LRU of per-key tail state (default 65536) */
     int64_t producer_ttl_ms;     /* producer dedupe state lifetime (default 7 days) */
     const od_db_options *db;     /* engine options (NULL = defaults); read_only/filter overridden */
+    /* Test hook: this handle's wall clock in unix ms (NULL = the system clock). It drives
+     * read-time age retention and the 'R' floor of a writer open; arrival timestamps and the
+     * engine's TTLs keep the system clock. */
+    int64_t (*now_ms)(void *ctx);
+    void *now_ctx;
 } od_ev_options;
 
 void od_ev_options_init(od_ev_options *o);
@@ -87,7 +98,8 @@ int od_ev_open(const char *uri, const od_ev_options *opts, od_eventstore **out, 
 int od_ev_close(od_eventstore *es, od_err *err);
 /* The engine under the store (stats, flush, compaction). */
 od_db *od_ev_db(od_eventstore *es);
-/* Read-only handles: pick up the writer's new state. Writers: no-op. */
+/* Read-only handles: pick up the writer's new state, including the store default age and
+ * retention floor of the last writer open. Writers: no-op. */
 int od_ev_refresh(od_eventstore *es, od_err *err);
 
 /* ---- append ---- */

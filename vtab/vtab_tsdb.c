@@ -39,7 +39,8 @@
  *   0x20 "limit"     LIMIT ?               0x40 "offset"     OFFSET ?
  * Every pushed constraint is applied exactly as SQLite would (text equality for metric, the
  * numeric/text/NULL ordering rules for ts), so they are all omitted from SQLite's re-check;
- * LIMIT/OFFSET are taken only when every constraint of the query was pushed. Nothing is
+ * LIMIT/OFFSET are taken only on the main table, when every constraint of the query was pushed
+ * and there is no ORDER BY. Nothing is
  * required, so no plan is impossible; unbounded scans are costed high so joins drive lookups
  * by metric.
  *

@@ -144,8 +144,9 @@ static int load_state_locked(od_eventstore *es, const void *key, size_t klen, es
     return es_lru_put(&es->lru, key, klen, m, *exists, err);
 }
 
-/* Compaction filter: drop records / index entries older than the store's default age, unless
- * the key had its own age rule when they were appended (then their TTL decides). */
+/* Compaction filter: drop records / index entries older than the store's default age or below
+ * the 'R' floor, unless the key had its own age rule when they were appended (then their TTL
+ * decides). */
 static int es_filter(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen, int64_t now_ms)
 {
     const od_eventstore *es = ctx;

@@ -10,11 +10,11 @@
  *     checkpoint of the latest version are KEPT; older manifest versions are deleted (never
  *     the latest);
  *   - a collection is referenced when a kept manifest version lists it (as L0, in a run, or
- *     as a completed output of the compaction job it records), it is open in this process
- *     (current view, live snapshots, iterators, compaction inputs) or it is an L0 flush output
- *     of this handle between its PUT and its commit (db->pins); unreferenced collections are
- *     deleted only when older than gc_min_age_ms (what keeps another process's in-flight
- *     flush, written but not yet committed, for the commit it waits for);
+ *     as a completed or the pending output of the compaction job it records), it is open in
+ *     this process (current view, live snapshots, iterators, compaction inputs) or it is an
+ *     L0 flush output of this handle between its PUT and its commit (db->pins); unreferenced
+ *     collections are deleted only when older than gc_min_age_ms (what keeps another
+ *     process's in-flight flush, written but not yet committed, for the commit it waits for);
  *   - a WAL object is deleted when its id is below the smallest wal_replay_from of the kept
  *     versions, it is older than gc_min_age_ms, and it is not the highest WAL id in the
  *     store (the newest object — normally a fence or the tail — always stays, so the next

@@ -39,7 +39,8 @@ typedef struct od_block_cache od_block_cache;
 
 /* Called by compaction for every live (non-tombstone, unexpired) entry it rewrites; return 1
  * to drop the entry. Lets products apply retention / trims that live in their own metadata.
- * Runs on the compaction thread; must be thread-safe and must not call into the same od_db. */
+ * Runs on the compaction thread (or in the caller of od_db_compact); must be thread-safe and
+ * must not call into the same od_db. */
 typedef int (*od_compaction_filter_fn)(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val,
                                        size_t vlen, int64_t now_ms);
 

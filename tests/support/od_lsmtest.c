@@ -19,14 +19,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lsm/manifest.h"
 #include "lsm/od_db.h"
 #include "od_lsmtest.h"
+#include "od_testutil.h"
 
 double od_lsmtest_scale(void)
 {
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
+    return od_test_scale();
 }
 
 void od_lsmtest_tool_path(const char *argv0, const char *name, char *out, size_t n)
@@ -687,4 +687,77 @@ void od_lsmtest_compactor_process(const char *uri)
     assert_int_equal(od_db_open(uri, &o, &w, &err), OD_OK);
     for (long i = 0; i < n; i++) check_key(w, "P", i);
     assert_int_equal(od_db_close(w, &err), OD_OK);
+}
+
+void od_lsmtest_fill_desc(od_sst_desc *d, const char *id, const char *lo, const char *hi, uint64_t size,
+                          uint64_t entries, uint64_t min_seq, uint64_t max_seq)
+{
+    memset(d, 0, sizeof *d);
+    snprintf(d->id, sizeof d->id, "%s", id);
+    d->size = size;
+    d->entries = entries;
+    d->min_seq = min_seq;
+    d->max_seq = max_seq;
+    d->min_klen = strlen(lo);
+    d->max_klen = strlen(hi);
+    d->min_key = malloc(d->min_klen + 1);
+    d->max_key = malloc(d->max_klen + 1);
+    assert_non_null(d->min_key);
+    assert_non_null(d->max_key);
+    memcpy(d->min_key, lo, d->min_klen);
+    memcpy(d->max_key, hi, d->max_klen);
+}
+
+void od_lsmtest_key(int i, char *k, size_t n)
+{
+    snprintf(k, n, "key-%07d", i);
+}
+
+void od_lsmtest_val(int i, char *v, size_t n)
+{
+    uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull + 7;
+    for (size_t j = 0; j + 1 < n; j++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v[j] = (char)('a' + (x % 26));
+    }
+    v[n - 1] = 0;
+}
+
+int od_lsmtest_write_range(od_db *db, int from, int to, int per_batch, od_err *err)
+{
+    char k[32], v[OD_LSMTEST_VLEN];
+    for (int i = from; i < to;) {
+        od_batch *b = od_batch_new();
+        assert_non_null(b);
+        for (int j = 0; j < per_batch && i < to; j++, i++) {
+            od_lsmtest_key(i, k, sizeof k);
+            od_lsmtest_val(i, v, sizeof v);
+            assert_int_equal(od_batch_put(b, k, strlen(k), v, OD_LSMTEST_VLEN), OD_OK);
+        }
+        int rc = od_db_write(db, b, 0, NULL, err);
+        od_batch_free(b);
+        if (rc) return rc;
+    }
+    return OD_OK;
+}
+
+int od_lsmtest_check_range(od_db *db, int from, int to, int *failed_at, od_err *err)
+{
+    char k[32], v[OD_LSMTEST_VLEN];
+    for (int i = from; i < to; i++) {
+        od_lsmtest_key(i, k, sizeof k);
+        od_lsmtest_val(i, v, sizeof v);
+        od_buf got = {0};
+        int rc = od_db_get(db, NULL, k, strlen(k), &got, err);
+        if (rc) {
+            if (failed_at) *failed_at = i;
+            return rc;
+        }
+        assert_int_equal(got.len, OD_LSMTEST_VLEN);
+        assert_memory_equal(got.data, v, OD_LSMTEST_VLEN);
+        od_buf_free(&got);
+    }
+    return OD_OK;
 }

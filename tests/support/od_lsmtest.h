@@ -5,13 +5,18 @@
  *
  * Every function takes the URI of an EMPTY store, so the same checks run on any backend;
  * local side files (acknowledgement logs written by child processes) are plain paths.
- * They use cmocka assertions and are meant to be called from cmocka test functions.
+ * Also small pieces several storage-engine tests share: a manifest descriptor filler for the
+ * format tests and the plain key/value set of the background-work tests (test_lsm_bg,
+ * test_lsm_review_jobs). They use cmocka assertions and are meant to be called from cmocka
+ * test functions.
  */
 #ifndef OD_LSMTEST_H
 #define OD_LSMTEST_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "lsm/od_db.h"
 
 /* OD_TEST_SCALE (default 1). */
 double od_lsmtest_scale(void);
@@ -42,5 +47,22 @@ void od_lsmtest_takeover(const char *uri, const char *side);
 void od_lsmtest_lease_expiry(const char *uri, uint32_t lease_ms);
 void od_lsmtest_compactor_fencing(const char *uri);
 void od_lsmtest_compactor_process(const char *uri);
+
+/* Fill a collection descriptor for manifest format tests: id, key range [lo, hi] (malloc'd
+ * copies, freed with the manifest), size, entries and seq range; everything else zero. */
+struct od_sst_desc;
+void od_lsmtest_fill_desc(struct od_sst_desc *d, const char *id, const char *lo, const char *hi, uint64_t size,
+                          uint64_t entries, uint64_t min_seq, uint64_t max_seq);
+
+/* The plain key/value set of the background-work tests: key i is "key-%07d", its value
+ * od_lsmtest_val(i) is OD_LSMTEST_VLEN bytes (pseudo-random letters, the last one NUL).
+ * write_range puts keys [from, to) in batches of per_batch (returns the first failed
+ * od_db_write's code); check_range asserts each value, returning a failed get's code (and the
+ * key index in *failed_at, when not NULL). */
+#define OD_LSMTEST_VLEN 100
+void od_lsmtest_key(int i, char *k, size_t n);
+void od_lsmtest_val(int i, char *v, size_t n);
+int od_lsmtest_write_range(od_db *db, int from, int to, int per_batch, od_err *err);
+int od_lsmtest_check_range(od_db *db, int from, int to, int *failed_at, od_err *err);
 
 #endif

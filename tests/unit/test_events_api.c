@@ -19,38 +19,20 @@
 #include <cmocka.h>
 
 #include "../../core/eventstore/od_eventstore.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+#include "od_testutil.h"
 
 static char dir[64], uri[128];
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/od-events-api-XXXXXX");
-    if (!mkdtemp(dir)) return -1;
-    snprintf(uri, sizeof uri, "%s/store", dir);
-    return 0;
+    return od_test_tmpstore_make(dir, sizeof dir, uri, sizeof uri, "od-events-api", "");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return od_test_tmpdir_remove(dir);
 }
 
 static od_eventstore *open_es(int read_only, int64_t age)
@@ -65,12 +47,7 @@ static od_eventstore *open_es(int read_only, int64_t age)
     dbo.flush_interval_ms = 2;
     dbo.compactor = 0;
     o.db = &dbo;
-    od_eventstore *es = NULL;
-    od_err err = {0};
-    int rc = od_ev_open(uri, &o, &es, &err);
-    if (rc) fprintf(stderr, "open: %s\n", err.msg);
-    assert_int_equal(rc, OD_OK);
-    return es;
+    return od_test_ev_open(uri, &o);
 }
 
 static int append1(od_eventstore *es, const char *key, const char *val, int64_t ts, uint64_t *seq, od_err *err)
@@ -149,17 +126,17 @@ static void test_follow(void **state)
     od_eventstore *es = open_es(0, 0);
     od_err err = {0};
     /* nothing there: times out after about the timeout */
-    int64_t t0 = now_ms();
+    int64_t t0 = od_test_now_ms();
     assert_int_equal(od_ev_follow(es, "f", 1, 0, 150, &err), OD_TIMEOUT);
-    int64_t waited = now_ms() - t0;
+    int64_t waited = od_test_now_ms() - t0;
     assert_true(waited >= 140 && waited < 2000);
     /* an append from another thread wakes the follower well before the timeout */
     follow_arg a = {es, 100};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, late_append, &a), 0);
-    t0 = now_ms();
+    t0 = od_test_now_ms();
     assert_int_equal(od_ev_follow(es, "f", 1, 0, 10000, &err), OD_OK);
-    waited = now_ms() - t0;
+    waited = od_test_now_ms() - t0;
     pthread_join(th, NULL);
     assert_true(waited >= 90 && waited < 5000);
     /* already there: returns at once; asking for the next one times out */
@@ -231,7 +208,7 @@ static void test_many_keys_bounded_cache(void **state)
     od_eventstore *es = open_es(0, 0);
     od_err err = {0};
     enum { B = 100 };
-    int nkeys = (int)(3000 * scale()) / B * B;
+    int nkeys = (int)(3000 * od_test_scale()) / B * B;
     if (nkeys < 2 * B) nkeys = 2 * B;
     char keys[B][24];
     od_ev_rec_in in[B];
@@ -281,7 +258,7 @@ static void test_age_retention_and_compaction(void **state)
     const int64_t DAY = 24LL * 3600 * 1000;
     od_eventstore *es = open_es(0, DAY);
     od_err err = {0};
-    int64_t now = now_ms();
+    int64_t now = od_test_now_ms();
     /* 40 old records (3 days ago), then 10 recent ones */
     for (int i = 0; i < 50; i++) {
         char v[16];
@@ -343,7 +320,7 @@ static void test_read_from_time_and_tail(void **state)
     (void)state;
     od_eventstore *es = open_es(0, 0);
     od_err err = {0};
-    int n = (int)(1000 * scale());
+    int n = (int)(1000 * od_test_scale());
     if (n < 100) n = 100;
     /* ts = 1000 + 10*(i/3): runs of equal timestamps that straddle index strides */
     enum { B = 50 };

@@ -25,35 +25,24 @@
 #include <cmocka.h>
 
 #include "../../core/eventstore/es_int.h"
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+#include "od_testutil.h"
 
 static char dir[64], uri[128];
 
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/od-events-floor-XXXXXX");
-    if (!mkdtemp(dir)) return -1;
-    snprintf(uri, sizeof uri, "file://%s/store", dir);
-    return 0;
+    return od_test_tmpstore_make(dir, sizeof dir, uri, sizeof uri, "od-events-floor", "file://");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return od_test_tmpdir_remove(dir);
 }
 
 /* The test clock: the system clock plus *ctx ms. */
-static int64_t skewed_clock(void *ctx) { return now_ms() + *(const int64_t *)ctx; }
+static int64_t skewed_clock(void *ctx) { return od_test_now_ms() + *(const int64_t *)ctx; }
 
 static od_eventstore *open_es(int read_only, int64_t age, int64_t *skew)
 {
@@ -71,12 +60,7 @@ static od_eventstore *open_es(int read_only, int64_t age, int64_t *skew)
     dbo.flush_interval_ms = 2;
     dbo.compactor = 0;
     o.db = &dbo;
-    od_eventstore *es = NULL;
-    od_err err = {0};
-    int rc = od_ev_open(uri, &o, &es, &err);
-    if (rc) fprintf(stderr, "open: %s\n", err.msg);
-    assert_int_equal(rc, OD_OK);
-    return es;
+    return od_test_ev_open(uri, &o);
 }
 
 static void close_es(od_eventstore *es)
@@ -141,7 +125,7 @@ static void test_reader_follows_floor(void **state)
     (void)state;
     const int64_t H = 3600 * 1000;
     od_eventstore *w = open_es(0, 24 * H, NULL);
-    int64_t now = now_ms();
+    int64_t now = od_test_now_ms();
     append_ts(w, "f", now - 3 * H, 3);  /* seq 0..2 */
     append_ts(w, "f", now - H / 2, 2);  /* seq 3..4 */
     append_ts(w, "f", now, 2);          /* seq 5..6 */
@@ -167,7 +151,7 @@ static void test_reader_follows_floor(void **state)
     int64_t age, floor_ts;
     read_sret(w, &age, &floor_ts);
     assert_int_equal(age, 0);
-    assert_true(floor_ts >= now - H && floor_ts <= now_ms() - H);
+    assert_true(floor_ts >= now - H && floor_ts <= od_test_now_ms() - H);
     assert_int_equal(visible(w, "f", NULL), 4);
     refresh(r);
     assert_int_equal(visible(r, "f", &first), 4);
@@ -187,7 +171,7 @@ static void test_clock_ahead_bounded(void **state)
     const int64_t H = 3600 * 1000, MARGIN = 60000;
     od_err err = {0};
     od_eventstore *w = open_es(0, 24 * H, NULL);
-    int64_t now = now_ms();
+    int64_t now = od_test_now_ms();
     append_ts(w, "c", now - 90 * 60 * 1000, 2); /* shown by every default below */
     append_ts(w, "c", now, 2);
     assert_int_equal(visible(w, "c", NULL), 4);
@@ -195,9 +179,9 @@ static void test_clock_ahead_bounded(void **state)
 
     /* a clock 20 s ahead is inside the margin: taken as it is (floor = its now - old age) */
     int64_t skew = 20000;
-    int64_t before = now_ms();
+    int64_t before = od_test_now_ms();
     w = open_es(0, 2 * H, &skew);
-    int64_t after = now_ms();
+    int64_t after = od_test_now_ms();
     int64_t age, floor_ts;
     read_sret(w, &age, &floor_ts);
     assert_int_equal(age, 2 * H);
@@ -210,9 +194,9 @@ static void test_clock_ahead_bounded(void **state)
      * store's clock (+ the margin), not from the skewed one (that would be ten years - 2 h
      * ahead and hide every record for good) */
     skew = 10LL * 365 * 24 * H;
-    before = now_ms();
+    before = od_test_now_ms();
     w = open_es(0, 24 * H, &skew);
-    after = now_ms();
+    after = od_test_now_ms();
     read_sret(w, &age, &floor_ts);
     assert_int_equal(age, 24 * H);
     assert_true(floor_ts <= after + MARGIN - 2 * H);

@@ -21,39 +21,20 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "od_sqltest.h"
+#include "od_testutil.h"
+
 static char ext[PATH_MAX + 32], dir[64];
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
-
-static void exec(sqlite3 *db, const char *sql)
-{
-    char *err = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-    if (rc) fprintf(stderr, "%s: %s\n", sql, err ? err : "?");
-    sqlite3_free(err);
-    assert_int_equal(rc, SQLITE_OK);
-}
 
 static void test_merge_memory_bounded(void **state)
 {
     (void)state;
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
-    sqlite3_enable_load_extension(db, 1);
-    char *err = NULL;
-    int rc = sqlite3_load_extension(db, ext, NULL, &err);
-    if (rc) fprintf(stderr, "load %s: %s\n", ext, err ? err : "?");
-    sqlite3_free(err);
-    assert_int_equal(rc, SQLITE_OK);
+    sqlite3 *db = od_sqltest_open(ext);
+    int rc;
     char sql[512];
     snprintf(sql, sizeof sql, "CREATE VIRTUAL TABLE e USING eventstore('%s/ev', flush_interval_ms=2)", dir);
-    exec(db, sql);
-    int n = (int)(6000 * scale());
+    od_sqltest_exec(db, sql);
+    int n = (int)(6000 * od_test_scale());
     if (n < 1500) n = 1500;
     const int VAL = 1024;
     /* the two keys interleaved in one batch per chunk */
@@ -63,7 +44,7 @@ static void test_merge_memory_bounded(void **state)
                  "WITH RECURSIVE i(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM i WHERE i < %d) "
                  "INSERT INTO e(key, value) SELECT k, randomblob(%d) FROM i, (SELECT '5' AS k UNION ALL SELECT '05')",
                  m - 1, VAL);
-        exec(db, sql);
+        od_sqltest_exec(db, sql);
     }
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_prepare_v2(db,
@@ -112,23 +93,10 @@ static void test_merge_memory_bounded(void **state)
 int main(void)
 {
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 1);
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return 1;
-    self[n] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash) *slash = 0;
-    snprintf(ext, sizeof ext, "%s/../opendata.so", self);
-    if (access(ext, R_OK) != 0) {
-        fprintf(stderr, "test_events_seq_merge: %s is missing: build it first (make all tests)\n", ext);
-        return 1;
-    }
-    snprintf(dir, sizeof dir, "/tmp/od-events-merge-XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    if (od_sqltest_ext_path("test_events_seq_merge", ext, sizeof ext)) return 1;
+    if (od_test_tmpdir_make(dir, sizeof dir, "od-events-merge")) return 1;
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_merge_memory_bounded)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) rc = rc ? rc : 1;
+    if (od_test_tmpdir_remove(dir) != 0) rc = rc ? rc : 1;
     return rc;
 }

@@ -40,20 +40,7 @@
 #include <cmocka.h>
 
 #include "../../core/eventstore/es_int.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
+#include "od_testutil.h"
 
 static char dir[64], uri[128];
 static int64_t store_age; /* the store default age open_es uses */
@@ -61,18 +48,13 @@ static int64_t store_age; /* the store default age open_es uses */
 static int setup(void **state)
 {
     (void)state;
-    snprintf(dir, sizeof dir, "/tmp/od-events-txn-XXXXXX");
-    if (!mkdtemp(dir)) return -1;
-    snprintf(uri, sizeof uri, "%s/store", dir);
-    return 0;
+    return od_test_tmpstore_make(dir, sizeof dir, uri, sizeof uri, "od-events-txn", "");
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return od_test_tmpdir_remove(dir);
 }
 
 static od_eventstore *open_es(size_t wal_flush_bytes)
@@ -88,12 +70,7 @@ static od_eventstore *open_es(size_t wal_flush_bytes)
     dbo.compactor = 0;
     if (wal_flush_bytes) dbo.wal_flush_bytes = wal_flush_bytes;
     o.db = &dbo;
-    od_eventstore *es = NULL;
-    od_err err = {0};
-    int rc = od_ev_open(uri, &o, &es, &err);
-    if (rc) fprintf(stderr, "open: %s\n", err.msg);
-    assert_int_equal(rc, OD_OK);
-    return es;
+    return od_test_ev_open(uri, &o);
 }
 
 static void close_es(od_eventstore *es)
@@ -322,7 +299,7 @@ static void test_large_trim_intent(void **state)
 {
     (void)state;
     od_eventstore *es = open_es(0);
-    uint64_t total = (uint64_t)(20000 * scale());
+    uint64_t total = (uint64_t)(20000 * od_test_scale());
     if (total < 9000) total = 9000;
     fill(es, "big", total, 0);
     od_err err = {0};
@@ -372,7 +349,7 @@ static void test_partial_trim_recovered(void **state)
     fill(es, "re", 5000, 0);
     od_err err = {0};
     assert_int_equal(od_db_flush(od_ev_db(es), 1, &err), OD_OK); /* records in an L0 collection */
-    int64_t now = now_ms();
+    int64_t now = od_test_now_ms();
     od_batch *b = od_batch_new();
     assert_non_null(b);
     es_meta m = {.first_seq = 8000, .next_seq = 9000, .created_ms = now, .last_ts = now};
@@ -466,7 +443,7 @@ static void crash_child(void)
 static void test_crash_mid_trim(void **state)
 {
     (void)state;
-    int rounds = (int)(6 * scale());
+    int rounds = (int)(6 * od_test_scale());
     if (rounds < 3) rounds = 3;
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     for (int r = 0; r < rounds; r++) {
@@ -521,7 +498,7 @@ static void test_retention_no_resurrection(void **state)
     (void)state;
     const int64_t H = 3600 * 1000;
     od_eventstore *es = open_es(0);
-    int64_t now = now_ms();
+    int64_t now = od_test_now_ms();
     od_err err = {0};
     uint64_t first;
     /* age: 5 old records (3 h), 5 new; no rule at append (no TTL) */
@@ -573,7 +550,7 @@ static void test_store_default_no_resurrection(void **state)
     od_err err = {0};
     store_age = 24 * H;
     od_eventstore *es = open_es(0);
-    int64_t now = now_ms();
+    int64_t now = od_test_now_ms();
     append_ts(es, "s", now - 3 * H, 4);
     append_ts(es, "s", now, 2);
     assert_int_equal(visible(es, "s", NULL), 6);
@@ -613,7 +590,7 @@ static void test_store_floor_spares_new_records(void **state)
     od_err err = {0};
     store_age = H;
     od_eventstore *es = open_es(0);
-    int64_t now = now_ms();
+    int64_t now = od_test_now_ms();
     append_ts(es, "old", now - 3 * H, 2); /* hidden by the 1 h default */
     close_es(es);
     store_age = 0; /* no default any more: floor = now - 1 h */

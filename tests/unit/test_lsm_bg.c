@@ -37,96 +37,22 @@
 #include "lsm/manifest.h"
 #include "lsm/od_db.h"
 #include "od_lsmtest.h"
+#include "od_testutil.h"
 #include "od_objstore_impl.h"
-
-static void sleep_ms(int ms)
-{
-    if (ms <= 0) return;
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void key_of(int i, char *k, size_t n)
-{
-    snprintf(k, n, "key-%07d", i);
-}
-
-static void val_of(int i, char *v, size_t n)
-{
-    uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull + 7;
-    for (size_t j = 0; j + 1 < n; j++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v[j] = (char)('a' + (x % 26));
-    }
-    v[n - 1] = 0;
-}
-
-#define VLEN 100
-
-static int write_range(od_db *db, int from, int to, int per_batch, od_err *err)
-{
-    char k[32], v[VLEN];
-    for (int i = from; i < to;) {
-        od_batch *b = od_batch_new();
-        assert_non_null(b);
-        for (int j = 0; j < per_batch && i < to; j++, i++) {
-            key_of(i, k, sizeof k);
-            val_of(i, v, sizeof v);
-            assert_int_equal(od_batch_put(b, k, strlen(k), v, VLEN), OD_OK);
-        }
-        int rc = od_db_write(db, b, 0, NULL, err);
-        od_batch_free(b);
-        if (rc) return rc;
-    }
-    return OD_OK;
-}
 
 static void check_range_at(od_db *db, int from, int to, int line)
 {
     od_err err;
-    char k[32], v[VLEN];
-    for (int i = from; i < to; i++) {
-        key_of(i, k, sizeof k);
-        val_of(i, v, sizeof v);
-        od_buf got = {0};
-        int rc = od_db_get(db, NULL, k, strlen(k), &got, &err);
-        if (rc) fail_msg("line %d: %s unreadable: %s", line, k, err.msg);
-        assert_int_equal(got.len, VLEN);
-        assert_memory_equal(got.data, v, VLEN);
-        od_buf_free(&got);
+    char k[32];
+    int bad = from;
+    if (od_lsmtest_check_range(db, from, to, &bad, &err)) {
+        od_lsmtest_key(bad, k, sizeof k);
+        fail_msg("line %d: %s unreadable: %s", line, k, err.msg);
     }
 }
 #define check_range(db, a, b) check_range_at(db, a, b, __LINE__)
 
 /* ---------------- flush_during_compaction ---------------- */
-
-struct holdfilter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int entered, released;
-};
-
-static int hold_filter(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen, int64_t now)
-{
-    struct holdfilter *h = ctx;
-    pthread_mutex_lock(&h->mu);
-    if (!h->entered) {
-        h->entered = 1;
-        pthread_cond_broadcast(&h->cv);
-        while (!h->released) pthread_cond_wait(&h->cv, &h->mu);
-    }
-    pthread_mutex_unlock(&h->mu);
-    return 0;
-}
 
 struct writer {
     od_db *db;
@@ -140,7 +66,7 @@ static void *writer_thread(void *arg)
 {
     struct writer *w = arg;
     od_err e;
-    int rc = write_range(w->db, w->from, w->to, 100, &e);
+    int rc = od_lsmtest_write_range(w->db, w->from, w->to, 100, &e);
     pthread_mutex_lock(&w->mu);
     w->done = 1;
     w->rc = rc;
@@ -153,7 +79,7 @@ static void test_flush_during_compaction(void **state)
 {
     (void)state;
     od_err err;
-    struct holdfilter h = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    od_holdfilter h = OD_HOLDFILTER_INIT;
     od_db_options o;
     od_db_options_init(&o);
     o.memtable_bytes = 32u << 10;
@@ -161,25 +87,16 @@ static void test_flush_during_compaction(void **state)
     o.l0_max_tables = 1000; /* not the L0 bound under test here (test_lsm_l0_bound): the flush worker */
     o.gc_interval_ms = 0;
     o.flush_interval_ms = 2;
-    o.compaction_filter = hold_filter;
+    o.compaction_filter = od_holdfilter_fn;
     o.compaction_filter_ctx = &h;
     od_db *db;
     assert_int_equal(od_db_open("mem://lsm-bg-flush-during", &o, &db, &err), OD_OK);
     /* two L0 collections: the background compaction starts and blocks in the filter */
-    assert_int_equal(write_range(db, 0, 200, 100, &err), OD_OK);
+    assert_int_equal(od_lsmtest_write_range(db, 0, 200, 100, &err), OD_OK);
     assert_int_equal(od_db_flush(db, 1, &err), OD_OK);
-    assert_int_equal(write_range(db, 200, 400, 100, &err), OD_OK);
+    assert_int_equal(od_lsmtest_write_range(db, 200, 400, 100, &err), OD_OK);
     assert_int_equal(od_db_flush(db, 1, &err), OD_OK);
-    pthread_mutex_lock(&h.mu);
-    int64_t deadline = mono_ms() + 10000;
-    while (!h.entered && mono_ms() < deadline) {
-        pthread_mutex_unlock(&h.mu);
-        sleep_ms(2);
-        pthread_mutex_lock(&h.mu);
-    }
-    int entered = h.entered;
-    pthread_mutex_unlock(&h.mu);
-    assert_true(entered);
+    assert_true(od_holdfilter_wait(&h, 10000));
 
     /* ~2 MiB of writes: 60+ memtables of 32 KiB, far beyond the 8 immutable memtables at
      * which writers stall, all while the compaction is held */
@@ -187,21 +104,17 @@ static void test_flush_during_compaction(void **state)
     struct writer w = {db, 400, n, PTHREAD_MUTEX_INITIALIZER, 0, 0, {0}};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, writer_thread, &w), 0);
-    deadline = mono_ms() + 30000;
+    int64_t deadline = od_test_mono_ms() + 30000;
     int done = 0;
-    while (!done && mono_ms() < deadline) {
-        sleep_ms(5);
+    while (!done && od_test_mono_ms() < deadline) {
+        od_test_sleep_ms(5);
         pthread_mutex_lock(&w.mu);
         done = w.done;
         pthread_mutex_unlock(&w.mu);
     }
     od_db_stats st;
     od_db_get_stats(db, &st);
-    pthread_mutex_lock(&h.mu);
-    int still_held = !h.released;
-    h.released = 1; /* let the compaction go on in any case, so a failure does not hang */
-    pthread_cond_broadcast(&h.cv);
-    pthread_mutex_unlock(&h.mu);
+    int still_held = od_holdfilter_release(&h); /* in any case, so a failure does not hang */
     pthread_join(th, NULL);
     if (!done) fail_msg("writers stalled while a compaction was held (l0 %llu, memtable flushes %llu)",
                         (unsigned long long)st.l0_count, (unsigned long long)st.memtable_flushes);
@@ -320,13 +233,13 @@ static void bg_opts(od_db_options *o)
 /* Wait until the background flushes have emptied the immutable memtables into L0. */
 static int wait_l0(od_db *db, uint64_t want_flushes, int ms)
 {
-    int64_t deadline = mono_ms() + ms;
+    int64_t deadline = od_test_mono_ms() + ms;
     od_db_stats st;
     do {
         od_db_get_stats(db, &st);
         if (st.memtable_flushes >= want_flushes) return 1;
-        sleep_ms(5);
-    } while (mono_ms() < deadline);
+        od_test_sleep_ms(5);
+    } while (od_test_mono_ms() < deadline);
     return 0;
 }
 
@@ -340,10 +253,10 @@ static void test_flush_retry(void **state)
     od_db *db;
     assert_int_equal(od_db_open_store(&f->base, &o, &db, &err), OD_OK);
     /* > one memtable: a rotation hands it to the flush worker, whose first PUTs fail */
-    assert_int_equal(write_range(db, 0, 1000, 50, &err), OD_OK);
+    assert_int_equal(od_lsmtest_write_range(db, 0, 1000, 50, &err), OD_OK);
     assert_true(wait_l0(db, 1, 10000));
     /* no error reached the writers: they go on, and wait for durability fine */
-    assert_int_equal(write_range(db, 1000, 1200, 50, &err), OD_OK);
+    assert_int_equal(od_lsmtest_write_range(db, 1000, 1200, 50, &err), OD_OK);
     od_batch *b = od_batch_new();
     assert_non_null(b);
     assert_int_equal(od_db_write(db, b, 1, NULL, &err), OD_OK);
@@ -379,7 +292,7 @@ static void test_flush_retry_landed(void **state)
     pthread_mutex_lock(&f->mu);
     f->amb_manifest = 1; /* the next manifest commit: the first L0 flush */
     pthread_mutex_unlock(&f->mu);
-    assert_int_equal(write_range(db, 0, 400, 50, &err), OD_OK); /* > one 32 KiB memtable */
+    assert_int_equal(od_lsmtest_write_range(db, 0, 400, 50, &err), OD_OK); /* > one 32 KiB memtable */
     assert_true(wait_l0(db, 1, 10000));
     assert_int_equal(od_db_flush(db, 1, &err), OD_OK); /* the rest, so the counts settle */
     od_db_stats st;
@@ -401,15 +314,15 @@ static void test_flush_retry_landed(void **state)
 /* Write until a write fails (the sticky background error), at most `ms`. */
 static int write_until_error(od_db *db, int ms, od_err *err)
 {
-    int64_t deadline = mono_ms() + ms;
+    int64_t deadline = od_test_mono_ms() + ms;
     int i = 0;
-    while (mono_ms() < deadline) {
-        int rc = write_range(db, i, i + 50, 50, err);
+    while (od_test_mono_ms() < deadline) {
+        int rc = od_lsmtest_write_range(db, i, i + 50, 50, err);
         if (rc) return rc;
         i += 50;
         if (i > 5000) {
             i = 0;
-            sleep_ms(2);
+            od_test_sleep_ms(2);
         }
     }
     return OD_OK;
@@ -425,10 +338,10 @@ static void test_flush_permanent(void **state)
     bg_opts(&o);
     od_db *db;
     assert_int_equal(od_db_open_store(&f->base, &o, &db, &err), OD_OK);
-    int64_t t0 = mono_ms();
+    int64_t t0 = od_test_mono_ms();
     int rc = write_until_error(db, 10000, &err);
     assert_int_equal(rc, OD_AUTH);
-    assert_true(mono_ms() - t0 < 5000);
+    assert_true(od_test_mono_ms() - t0 < 5000);
     assert_non_null(strstr(err.msg, "L0 flush failed"));
     assert_non_null(strstr(err.msg, "scripted"));
     pthread_mutex_lock(&f->mu);
@@ -441,9 +354,9 @@ static void test_flush_permanent(void **state)
     f = failstore_open("mem://lsm-bg-perm2", -1, OD_TRANSIENT);
     o.flush_retry_ms = 200;
     assert_int_equal(od_db_open_store(&f->base, &o, &db, &err), OD_OK);
-    t0 = mono_ms();
+    t0 = od_test_mono_ms();
     rc = write_until_error(db, 10000, &err);
-    int64_t took = mono_ms() - t0;
+    int64_t took = od_test_mono_ms() - t0;
     assert_int_equal(rc, OD_TRANSIENT);
     assert_true(took >= 150);
     assert_non_null(strstr(err.msg, "L0 flush failed"));
@@ -471,7 +384,7 @@ static void test_output_split(void **state)
     assert_int_equal(od_db_open("mem://lsm-bg-split", &o, &db, &err), OD_OK);
     int n = 8000;
     for (int r = 0; r < 4; r++) {
-        assert_int_equal(write_range(db, r * n / 4, (r + 1) * n / 4, 100, &err), OD_OK);
+        assert_int_equal(od_lsmtest_write_range(db, r * n / 4, (r + 1) * n / 4, 100, &err), OD_OK);
         assert_int_equal(od_db_flush(db, 1, &err), OD_OK);
     }
     assert_int_equal(od_db_compact(db, &err), OD_OK);
@@ -514,7 +427,7 @@ static void test_compaction_retry(void **state)
     assert_int_equal(od_db_open_store(&f->base, &o, &db, &err), OD_OK);
     int n = 8000;
     for (int r = 0; r < 4; r++) {
-        assert_int_equal(write_range(db, r * n / 4, (r + 1) * n / 4, 100, &err), OD_OK);
+        assert_int_equal(od_lsmtest_write_range(db, r * n / 4, (r + 1) * n / 4, 100, &err), OD_OK);
         assert_int_equal(od_db_flush(db, 1, &err), OD_OK);
     }
     pthread_mutex_lock(&f->mu);
@@ -568,7 +481,7 @@ static void test_ckpt_prune(void **state)
     od_db *db;
     assert_int_equal(od_db_open("mem://lsm-bg-ckpt", &o, &db, &err), OD_OK);
     od_store *s = od_db_store(db);
-    assert_int_equal(write_range(db, 0, 300, 100, &err), OD_OK);
+    assert_int_equal(od_lsmtest_write_range(db, 0, 300, 100, &err), OD_OK);
     assert_int_equal(od_db_flush(db, 1, &err), OD_OK);
     od_manifest m;
     assert_int_equal(od_manifest_load_latest(s, 0, &m, &err), OD_OK);
@@ -577,21 +490,21 @@ static void test_ckpt_prune(void **state)
     od_sst_key(first, sizeof first, m.l0[0].id);
     od_manifest_free(&m);
     uint64_t forever, brief;
-    int64_t t_brief = mono_ms();
+    int64_t t_brief = od_test_mono_ms();
     assert_int_equal(od_db_checkpoint_create(db, 1000, &brief, &err), OD_OK); /* pins the version listing `first` */
-    assert_int_equal(write_range(db, 300, 600, 100, &err), OD_OK);
+    assert_int_equal(od_lsmtest_write_range(db, 300, 600, 100, &err), OD_OK);
     assert_int_equal(od_db_flush(db, 1, &err), OD_OK);
     assert_int_equal(od_db_compact(db, &err), OD_OK); /* `first` leaves the latest manifest */
     assert_int_equal(od_db_checkpoint_create(db, 0, &forever, &err), OD_OK);
-    sleep_ms(60); /* past the GC minimum age, not past the checkpoint's lifetime */
+    od_test_sleep_ms(60); /* past the GC minimum age, not past the checkpoint's lifetime */
     assert_int_equal(od_db_gc(db, &err), OD_OK);
-    if (mono_ms() - t_brief > 900) fail_msg("machine too slow: the checkpoint expired before the first GC pass");
+    if (od_test_mono_ms() - t_brief > 900) fail_msg("machine too slow: the checkpoint expired before the first GC pass");
     od_obj_meta meta;
     assert_int_equal(od_store_head(s, first, &meta, &err), OD_OK); /* pinned by `brief` */
     assert_int_equal(od_manifest_load_latest(s, 0, &m, &err), OD_OK);
     assert_int_equal(m.nckpt, 2);
     od_manifest_free(&m);
-    sleep_ms((int)(t_brief + 1100 - mono_ms())); /* `brief` expires */
+    od_test_sleep_ms((int)(t_brief + 1100 - od_test_mono_ms())); /* `brief` expires */
     assert_int_equal(od_db_gc(db, &err), OD_OK);
     assert_int_equal(od_manifest_load_latest(s, 0, &m, &err), OD_OK);
     assert_int_equal(m.nckpt, 1); /* pruned; the unexpired one stays */

@@ -16,6 +16,7 @@
 #include "lsm/manifest.h"
 #include "lsm/wal.h"
 #include "lsm/od_db.h"
+#include "od_lsmtest.h"
 
 static void build_wal(od_buf *obj, od_wal_hdr *h)
 {
@@ -125,20 +126,7 @@ static void test_wal_corruption(void **state)
 
 static void set_desc(od_sst_desc *d, const char *id, const char *lo, const char *hi, uint64_t seq)
 {
-    memset(d, 0, sizeof *d);
-    snprintf(d->id, sizeof d->id, "%s", id);
-    d->size = 1000 + seq;
-    d->entries = 10 * seq;
-    d->min_seq = seq;
-    d->max_seq = seq + 5;
-    d->min_klen = strlen(lo);
-    d->max_klen = strlen(hi);
-    d->min_key = malloc(d->min_klen + 1);
-    d->max_key = malloc(d->max_klen + 1);
-    assert_non_null(d->min_key);
-    assert_non_null(d->max_key);
-    memcpy(d->min_key, lo, d->min_klen);
-    memcpy(d->max_key, hi, d->max_klen);
+    od_lsmtest_fill_desc(d, id, lo, hi, 1000 + seq, 10 * seq, seq, seq + 5);
 }
 
 static void build_manifest(od_manifest *m)

@@ -34,19 +34,7 @@
 
 #include "lsm/od_db.h"
 #include "od_lsmtest.h"
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "od_testutil.h"
 
 #define VLEN 100
 
@@ -103,25 +91,6 @@ static void check_model_at(od_db *db, const int *model, int n, int line)
 #define check_model(db, m, n) check_model_at(db, m, n, __LINE__)
 
 /* ---------------- held_compaction ---------------- */
-
-struct holdfilter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int entered, released;
-};
-
-static int hold_filter(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen, int64_t now)
-{
-    struct holdfilter *h = ctx;
-    pthread_mutex_lock(&h->mu);
-    if (!h->entered) {
-        h->entered = 1;
-        pthread_cond_broadcast(&h->cv);
-        while (!h->released) pthread_cond_wait(&h->cv, &h->mu);
-    }
-    pthread_mutex_unlock(&h->mu);
-    return 0;
-}
 
 struct writer {
     od_db *db;
@@ -184,7 +153,7 @@ static void test_held_compaction(void **state)
     od_err err;
     od_store *keep; /* a mem:// store lives while a handle on it is open: across reopens */
     assert_int_equal(od_store_open(uri, &keep, &err), OD_OK);
-    struct holdfilter h = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    od_holdfilter h = OD_HOLDFILTER_INIT;
     const int bound = 6;
     od_db_options o;
     od_db_options_init(&o);
@@ -193,7 +162,7 @@ static void test_held_compaction(void **state)
     o.l0_max_tables = bound;
     o.gc_interval_ms = 0;
     o.flush_interval_ms = 2;
-    o.compaction_filter = hold_filter;
+    o.compaction_filter = od_holdfilter_fn;
     o.compaction_filter_ctx = &h;
     od_db *db;
     assert_int_equal(od_db_open(uri, &o, &db, &err), OD_OK);
@@ -213,16 +182,7 @@ static void test_held_compaction(void **state)
     writer_thread(&w1);
     assert_int_equal(w1.rc, OD_OK);
     assert_int_equal(od_db_flush(db, 1, &err), OD_OK);
-    int64_t deadline = mono_ms() + 10000;
-    pthread_mutex_lock(&h.mu);
-    while (!h.entered && mono_ms() < deadline) {
-        pthread_mutex_unlock(&h.mu);
-        sleep_ms(2);
-        pthread_mutex_lock(&h.mu);
-    }
-    int entered = h.entered;
-    pthread_mutex_unlock(&h.mu);
-    assert_true(entered);
+    assert_true(od_holdfilter_wait(&h, 10000));
 
     struct writer w = {db, 400, n, model, 0, 0, 0, {0}};
     pthread_t th;
@@ -232,19 +192,19 @@ static void test_held_compaction(void **state)
     uint64_t max_l0 = 0;
     int stalled = 0, last_progress = -1;
     int64_t still_since = 0;
-    deadline = mono_ms() + 30000;
-    while (!atomic_load(&w.done) && mono_ms() < deadline) {
+    int64_t deadline = od_test_mono_ms() + 30000;
+    while (!atomic_load(&w.done) && od_test_mono_ms() < deadline) {
         od_db_get_stats(db, &st);
         if (st.l0_count > max_l0) max_l0 = st.l0_count;
         int p = atomic_load(&w.progress);
         if (p != last_progress || !st.l0_stalled) {
             last_progress = p;
-            still_since = mono_ms();
-        } else if (mono_ms() - still_since >= 300) {
+            still_since = od_test_mono_ms();
+        } else if (od_test_mono_ms() - still_since >= 300) {
             stalled = 1; /* no batch got through in 300 ms while the flushes stood at the bound */
             break;
         }
-        sleep_ms(2);
+        od_test_sleep_ms(2);
     }
     od_db_get_stats(db, &st);
     if (st.l0_count > max_l0) max_l0 = st.l0_count;
@@ -254,10 +214,7 @@ static void test_held_compaction(void **state)
     od_buf_free(&js);
     int writer_done = atomic_load(&w.done);
 
-    pthread_mutex_lock(&h.mu);
-    h.released = 1; /* let the compaction go on in any case, so a failure does not hang */
-    pthread_cond_broadcast(&h.cv);
-    pthread_mutex_unlock(&h.mu);
+    od_holdfilter_release(&h); /* in any case, so a failure does not hang */
     pthread_join(th, NULL);
 
     if (max_l0 > (uint64_t)bound) fail_msg("L0 grew to %llu collections (l0_max_tables %d)", (unsigned long long)max_l0, bound);
@@ -332,8 +289,8 @@ static void test_no_compactor(void **state)
 
     /* write until a write is refused: bounded, with a clear message */
     int i = 0, rc = OD_OK;
-    int64_t start = mono_ms();
-    while (i < 100000 && mono_ms() - start < 20000) {
+    int64_t start = od_test_mono_ms();
+    while (i < 100000 && od_test_mono_ms() - start < 20000) {
         rc = put_one(db, i, 0, &err);
         if (rc) break;
         model[i++] = 1;
@@ -396,7 +353,7 @@ static void test_no_compactor(void **state)
     /* stall again with no compactor, then close: no hang, nothing acknowledged lost */
     assert_int_equal(od_db_close(db, &err), OD_OK);
     assert_int_equal(od_db_open(uri, &o, &db, &err), OD_OK);
-    int64_t t0 = mono_ms();
+    int64_t t0 = od_test_mono_ms();
     rc = OD_OK;
     for (int j = 0; j < 60 && rc == OD_OK; j++) { /* reach the bound: 3 L0 + waiting memtables */
         od_db_get_stats(db, &st);
@@ -404,18 +361,18 @@ static void test_no_compactor(void **state)
         for (int x = 0; x < 30 && rc == OD_OK; x++) {
             if ((rc = put_one(db, i, 0, &err)) == OD_OK) model[i++] = 1;
         }
-        sleep_ms(5);
+        od_test_sleep_ms(5);
     }
     if (rc && rc != OD_BUSY) fail_msg("write %d: %s", i, err.msg);
     assert_int_equal(od_db_flush(db, 0, &err), OD_OK); /* everything written is acknowledged */
     for (int j = 0; j < 200 && !st.l0_stalled; j++) {
-        sleep_ms(5);
+        od_test_sleep_ms(5);
         od_db_get_stats(db, &st);
     }
     assert_true(st.l0_stalled);
     assert_true(st.l0_count <= 3);
     assert_int_equal(od_db_close(db, &err), OD_OK);
-    assert_true(mono_ms() - t0 < 20000);
+    assert_true(od_test_mono_ms() - t0 < 20000);
     o.write_stall_timeout_ms = 300;
     assert_int_equal(od_db_open(uri, &o, &db, &err), OD_OK);
     check_model(db, model, i);

@@ -32,6 +32,7 @@
 
 #include "lsm/manifest.h"
 #include "lsm/od_db.h"
+#include "od_lsmtest.h"
 #include "od_coding.h"
 #include "od_crc32c.h"
 
@@ -39,20 +40,7 @@
 
 static void fill_desc(od_sst_desc *d, const char *id, const char *lo, const char *hi, uint64_t seq)
 {
-    memset(d, 0, sizeof *d);
-    snprintf(d->id, sizeof d->id, "%s", id);
-    d->size = 70000 + seq;
-    d->entries = 1000 + seq;
-    d->min_seq = seq;
-    d->max_seq = seq + 10;
-    d->min_klen = strlen(lo);
-    d->max_klen = strlen(hi);
-    d->min_key = malloc(d->min_klen + 1);
-    d->max_key = malloc(d->max_klen + 1);
-    assert_non_null(d->min_key);
-    assert_non_null(d->max_key);
-    memcpy(d->min_key, lo, d->min_klen);
-    memcpy(d->max_key, hi, d->max_klen);
+    od_lsmtest_fill_desc(d, id, lo, hi, 70000 + seq, 1000 + seq, seq, seq + 10);
 }
 
 static void build(od_manifest *m, int with_job)

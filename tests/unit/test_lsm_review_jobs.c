@@ -30,66 +30,19 @@
 
 #include "lsm/manifest.h"
 #include "lsm/od_db.h"
+#include "od_lsmtest.h"
+#include "od_testutil.h"
 #include "od_objstore.h"
-
-static void sleep_ms(int ms)
-{
-    if (ms <= 0) return;
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-static void key_of(int i, char *k, size_t n)
-{
-    snprintf(k, n, "key-%07d", i);
-}
-
-#define VLEN 100
-
-static void val_of(int i, char *v, size_t n)
-{
-    uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull + 7;
-    for (size_t j = 0; j + 1 < n; j++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v[j] = (char)('a' + (x % 26));
-    }
-    v[n - 1] = 0;
-}
 
 static void write_range(od_db *db, int from, int to)
 {
     od_err err;
-    char k[32], v[VLEN];
-    for (int i = from; i < to;) {
-        od_batch *b = od_batch_new();
-        assert_non_null(b);
-        for (int j = 0; j < 100 && i < to; j++, i++) {
-            key_of(i, k, sizeof k);
-            val_of(i, v, sizeof v);
-            assert_int_equal(od_batch_put(b, k, strlen(k), v, VLEN), OD_OK);
-        }
-        int rc = od_db_write(db, b, 0, NULL, &err);
-        od_batch_free(b);
-        if (rc) fail_msg("write: %s", err.msg);
-    }
+    if (od_lsmtest_write_range(db, from, to, 100, &err)) fail_msg("write: %s", err.msg);
 }
 
 static int check_range(od_db *db, int from, int to, od_err *err)
 {
-    char k[32], v[VLEN];
-    for (int i = from; i < to; i++) {
-        key_of(i, k, sizeof k);
-        val_of(i, v, sizeof v);
-        od_buf got = {0};
-        int rc = od_db_get(db, NULL, k, strlen(k), &got, err);
-        if (rc) return rc;
-        assert_int_equal(got.len, VLEN);
-        assert_memory_equal(got.data, v, VLEN);
-        od_buf_free(&got);
-    }
-    return OD_OK;
+    return od_lsmtest_check_range(db, from, to, NULL, err);
 }
 
 static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
@@ -159,7 +112,7 @@ static void test_gc_superseded_manifest(void **state)
     pthread_mutex_lock(&h.mu);
     while (!h.entered) pthread_cond_wait(&h.cv, &h.mu);
     pthread_mutex_unlock(&h.mu);
-    sleep_ms(600); /* the job's start commit (the latest manifest) is now older than the min age */
+    od_test_sleep_ms(600); /* the job's start commit (the latest manifest) is now older than the min age */
 
     od_db_options ro;
     od_db_options_init(&ro);
@@ -181,7 +134,7 @@ static void test_gc_superseded_manifest(void **state)
     if (check_range(r, 0, 3000, &err)) fail_msg("reader of the manifest that was latest a moment ago: %s", err.msg);
 
     /* once the superseding version is older than the minimum age, both go */
-    sleep_ms(600);
+    od_test_sleep_ms(600);
     assert_int_equal(od_db_gc(w, &err), OD_OK);
     assert_int_equal(od_store_head(s, l0key, &meta, &err), OD_NOTFOUND);
     assert_int_equal(od_db_refresh(r, &err), OD_OK);

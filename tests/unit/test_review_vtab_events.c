@@ -37,19 +37,14 @@
 #include <dirent.h>
 #include <sqlite3.h>
 
+#include "od_sqltest.h"
+#include "od_testutil.h"
+
 static char ext[PATH_MAX + 32], dir[64], uri[128];
 
 static sqlite3 *open_db(void)
 {
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
-    sqlite3_enable_load_extension(db, 1);
-    char *err = NULL;
-    int rc = sqlite3_load_extension(db, ext, NULL, &err);
-    if (rc) fprintf(stderr, "load %s: %s\n", ext, err ? err : "?");
-    sqlite3_free(err);
-    assert_int_equal(rc, SQLITE_OK);
-    return db;
+    return od_sqltest_open(ext);
 }
 
 typedef struct follow_arg {
@@ -325,27 +320,14 @@ static void test_differential_txn(void **state)
 
 int main(void)
 {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return 1;
-    self[n] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash) *slash = 0;
-    snprintf(ext, sizeof ext, "%s/../opendata.so", self);
-    if (access(ext, R_OK) != 0) {
-        fprintf(stderr, "test_review_vtab_events: %s is missing: build it first (make all tests)\n", ext);
-        return 1;
-    }
-    snprintf(dir, sizeof dir, "/tmp/od-review-follow-XXXXXX");
-    if (!mkdtemp(dir)) return 1;
+    if (od_sqltest_ext_path("test_review_vtab_events", ext, sizeof ext)) return 1;
+    if (od_test_tmpdir_make(dir, sizeof dir, "od-review-follow")) return 1;
     snprintf(uri, sizeof uri, "%s/ev", dir);
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_close_while_following),
                                        cmocka_unit_test(test_create_error_exact),
                                        cmocka_unit_test(test_trim_many_keys_few_wal_writes),
                                        cmocka_unit_test(test_differential_txn)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) rc = rc ? rc : 1;
+    if (od_test_tmpdir_remove(dir) != 0) rc = rc ? rc : 1;
     return rc;
 }

@@ -24,19 +24,12 @@
 
 #include "objstore/od_objstore.h"
 #include "tsdb/tsdb_int.h"
+#include "od_testutil.h"
 
 #define NSERIES 16
 #define STEP_MS 60000       /* one commit = one minute */
 #define BUCKET_MS 3600000LL /* 60 commits per bucket */
 
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double f = s ? atof(s) : 1.0;
-    return f > 0 ? f : 1.0;
-}
-
-static int uri_counter;
 static char uri[64];
 static od_store *keep;
 static od_db_options dbo;
@@ -44,18 +37,14 @@ static od_db_options dbo;
 static int setup(void **st)
 {
     (void)st;
-    snprintf(uri, sizeof uri, "mem://tsdb_bgc_%d", ++uri_counter);
-    od_err e;
-    assert_int_equal(od_store_open(uri, &keep, &e), OD_OK);
+    keep = od_test_memstore_keep(uri, sizeof uri, "tsdb_bgc");
     return 0;
 }
 
 static int teardown(void **st)
 {
     (void)st;
-    od_store_close(keep);
-    keep = NULL;
-    return 0;
+    return od_test_memstore_drop(&keep);
 }
 
 static od_tsdb *open_t(int64_t interval_ms, uint64_t budget)
@@ -69,12 +58,7 @@ static od_tsdb *open_t(int64_t interval_ms, uint64_t budget)
     o.compact_interval_ms = interval_ms;
     o.compact_fragments = 4;
     o.compact_budget = budget;
-    od_tsdb *t = NULL;
-    od_err e;
-    int rc = od_tsdb_open(uri, &o, &t, &e);
-    if (rc) fprintf(stderr, "open: %s\n", e.msg);
-    assert_int_equal(rc, OD_OK);
-    return t;
+    return od_test_tsdb_open(uri, &o);
 }
 
 /* Commit k (1-based) writes, for every series s, t = (k-1)*STEP value expect(s, k-1, last)
@@ -242,7 +226,7 @@ static void test_background_merges_while_reading(void **st)
     (void)st;
     make_labels();
     od_tsdb *t = open_t(10, 97); /* small budget: passes stop mid-bucket and resume */
-    int64_t commits = (int64_t)(240 * scale());
+    int64_t commits = (int64_t)(240 * od_test_scale());
     if (commits < 130) commits = 130; /* at least three buckets */
     reader rd[2];
     pthread_t th[2];

@@ -25,19 +25,12 @@
 
 #include "objstore/od_objstore.h"
 #include "tsdb/tsdb_int.h"
+#include "od_testutil.h"
 
 #define NSERIES 8
 #define NBUCKETS 3
 #define BUCKET_MS 3600000LL
 
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double f = s ? atof(s) : 1.0;
-    return f > 0 ? f : 1.0;
-}
-
-static int uri_counter;
 static char uri[64];
 static od_store *keep;
 static od_db_options dbo;
@@ -45,18 +38,14 @@ static od_db_options dbo;
 static int setup(void **st)
 {
     (void)st;
-    snprintf(uri, sizeof uri, "mem://tsdb_bgcr_%d", ++uri_counter);
-    od_err e;
-    assert_int_equal(od_store_open(uri, &keep, &e), OD_OK);
+    keep = od_test_memstore_keep(uri, sizeof uri, "tsdb_bgcr");
     return 0;
 }
 
 static int teardown(void **st)
 {
     (void)st;
-    od_store_close(keep);
-    keep = NULL;
-    return 0;
+    return od_test_memstore_drop(&keep);
 }
 
 static od_tsdb *open_t(int64_t interval_ms)
@@ -69,12 +58,7 @@ static od_tsdb *open_t(int64_t interval_ms)
     o.bucket_ms = BUCKET_MS;
     o.compact_interval_ms = interval_ms;
     o.compact_fragments = 4;
-    od_tsdb *t = NULL;
-    od_err e;
-    int rc = od_tsdb_open(uri, &o, &t, &e);
-    if (rc) fprintf(stderr, "open: %s\n", e.msg);
-    assert_int_equal(rc, OD_OK);
-    return t;
+    return od_test_tsdb_open(uri, &o);
 }
 
 static double bits_to_double(uint64_t b)
@@ -164,7 +148,7 @@ static uint64_t chunks_of(od_tsdb *t, int *all_merged)
 
 static int ncommits(void)
 {
-    int k = (int)(12 * scale());
+    int k = (int)(12 * od_test_scale());
     return k < 5 ? 5 : k;
 }
 
@@ -294,7 +278,7 @@ static void test_race_leaves_no_unrecorded_fragments(void **st)
     od_tsdb *t = NULL;
     od_err e;
     assert_int_equal(od_tsdb_open(uri, &o, &t, &e), OD_OK);
-    int rounds = (int)(300 * scale());
+    int rounds = (int)(300 * od_test_scale());
     for (int k = 1; k <= rounds; k++) {
         commit(t, k);
         if (k % 3 == 0) usleep(500); /* let the merge catch some batches mid-round */

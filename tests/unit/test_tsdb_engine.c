@@ -20,13 +20,7 @@
 #include "objstore/od_objstore.h"
 #include "tsdb/tsdb_int.h"
 #include "util/od_coding.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double f = s ? atof(s) : 1.0;
-    return f > 0 ? f : 1.0;
-}
+#include "od_testutil.h"
 
 static int uri_counter;
 static char uri[64];
@@ -45,12 +39,7 @@ static od_tsdb *open_t(od_tsdb_mode mode, int64_t retention)
     o.retention_ms = retention;
     o.bucket_ms = 3600000; /* 1 h */
     o.compact_interval_ms = 0; /* these tests count fragments; background compaction: test_tsdb_bgcompact.c */
-    od_tsdb *t = NULL;
-    od_err e;
-    int rc = od_tsdb_open(uri, &o, &t, &e);
-    if (rc) fprintf(stderr, "open: %s\n", e.msg);
-    assert_int_equal(rc, OD_OK);
-    return t;
+    return od_test_tsdb_open(uri, &o);
 }
 
 static int setup(void **st)
@@ -65,9 +54,7 @@ static int setup(void **st)
 static int teardown(void **st)
 {
     (void)st;
-    od_store_close(keep);
-    keep = NULL;
-    return 0;
+    return od_test_memstore_drop(&keep);
 }
 
 static void mklabels(od_labels *ls, const char *metric, ...)
@@ -518,7 +505,7 @@ static void test_random_model(void **st)
         mklabels(&ls[i], i % 2 ? "odd" : "even", "i", v, "grp", i % 3 ? "x" : "y", NULL);
     }
     uint64_t x = 88172645463325252ULL;
-    int batches = (int)(60 * scale());
+    int batches = (int)(60 * od_test_scale());
     if (batches < 10) batches = 10;
     od_sample buf[NS][50];
     od_series_in in[NS];
@@ -666,7 +653,7 @@ static void test_faulty_store(void **st)
     if (rc) fprintf(stderr, "faulty open: %s\n", e.msg);
     assert_int_equal(rc, OD_OK);
     /* retries back off with real sleeps: keep this short (batches, and a wall-clock budget) */
-    int batches = (int)(12 * scale());
+    int batches = (int)(12 * od_test_scale());
     if (batches < 6) batches = 6;
     time_t t_start = time(NULL);
     int *acked = calloc((size_t)batches, sizeof *acked);

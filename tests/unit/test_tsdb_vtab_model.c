@@ -25,14 +25,10 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-static char ext[PATH_MAX + 32];
+#include "od_sqltest.h"
+#include "od_testutil.h"
 
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double f = s ? atof(s) : 1.0;
-    return f > 0 ? f : 1.0;
-}
+static char ext[PATH_MAX + 32];
 
 static uint64_t rng = 88172645463325252ULL;
 static uint32_t rnd(uint32_t n)
@@ -41,15 +37,6 @@ static uint32_t rnd(uint32_t n)
     rng ^= rng >> 7;
     rng ^= rng << 17;
     return (uint32_t)(rng % n);
-}
-
-static void exec(sqlite3 *db, const char *sql)
-{
-    char *err = NULL;
-    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
-    if (rc) fprintf(stderr, "%s: %s\n", sql, err ? err : "?");
-    sqlite3_free(err);
-    assert_int_equal(rc, SQLITE_OK);
 }
 
 /* All rows of a query as one text ("a|b|c\n" per row). */
@@ -174,50 +161,43 @@ static void insert_random(sqlite3 *db)
                  "INSERT INTO m(metric, labels, ts, value) VALUES ('%s', '{\"k\":\"%d\"}', %d, %d);"
                  "INSERT OR REPLACE INTO model VALUES ('%s', '{\"k\":\"%d\"}', %d, %d)",
                  mt, k, ts, v, mt, k, ts, v);
-        exec(db, sql);
+        od_sqltest_exec(db, sql);
     }
 }
 
 static void test_ryow_against_model(void **st)
 {
     (void)st;
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
-    sqlite3_enable_load_extension(db, 1);
-    char *err = NULL;
-    int rc = sqlite3_load_extension(db, ext, NULL, &err);
-    if (rc) fprintf(stderr, "load %s: %s\n", ext, err ? err : "?");
-    sqlite3_free(err);
-    assert_int_equal(rc, SQLITE_OK);
+    sqlite3 *db = od_sqltest_open(ext);
     char sql[256];
     snprintf(sql, sizeof sql, "CREATE VIRTUAL TABLE m USING tsdb('mem://tsdb_vtab_model_%d', compact_interval=0)",
              (int)getpid());
-    exec(db, sql);
-    exec(db, "CREATE TABLE model(metric TEXT, labels TEXT, ts INTEGER, value REAL, PRIMARY KEY(metric, labels, ts))");
-    int rounds = (int)(40 * scale());
+    od_sqltest_exec(db, sql);
+    od_sqltest_exec(db, "CREATE TABLE model(metric TEXT, labels TEXT, ts INTEGER, value REAL, PRIMARY KEY(metric, labels, ts))");
+    int rounds = (int)(40 * od_test_scale());
     if (rounds < 10) rounds = 10;
     for (int r = 0; r < rounds; r++) {
-        exec(db, "BEGIN");
+        od_sqltest_exec(db, "BEGIN");
         int depth = 0;
         int ops = 4 + (int)rnd(20);
         for (int o = 0; o < ops; o++) {
             switch (rnd(8)) {
             case 0:
                 snprintf(sql, sizeof sql, "SAVEPOINT s%d", depth++);
-                exec(db, sql);
+                od_sqltest_exec(db, sql);
                 break;
             case 1:
                 if (depth) { /* cancels the savepoints nested in the target */
                     int to = (int)rnd((uint32_t)depth);
                     snprintf(sql, sizeof sql, "ROLLBACK TO s%d", to);
-                    exec(db, sql);
+                    od_sqltest_exec(db, sql);
                     depth = to + 1;
                 }
                 break;
             case 2:
                 if (depth) {
                     snprintf(sql, sizeof sql, "RELEASE s%d", --depth);
-                    exec(db, sql);
+                    od_sqltest_exec(db, sql);
                 }
                 break;
             default: insert_random(db); break;
@@ -225,7 +205,7 @@ static void test_ryow_against_model(void **st)
             random_query(db);
             if (rnd(4) == 0) companions(db);
         }
-        exec(db, rnd(4) == 0 ? "ROLLBACK" : "COMMIT");
+        od_sqltest_exec(db, rnd(4) == 0 ? "ROLLBACK" : "COMMIT");
         random_query(db);
         companions(db);
         if (rnd(8) == 0) {
@@ -237,23 +217,13 @@ static void test_ryow_against_model(void **st)
     /* everything once more, every series, after the last transaction */
     same(db, "SELECT metric, labels, ts, value FROM m", "SELECT * FROM model ORDER BY metric, labels, ts");
     assert_true(compared > rounds * 4);
-    exec(db, "DROP TABLE m");
+    od_sqltest_exec(db, "DROP TABLE m");
     sqlite3_close(db);
 }
 
 int main(void)
 {
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) return 1;
-    self[n] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash) *slash = 0;
-    snprintf(ext, sizeof ext, "%s/../opendata.so", self);
-    if (access(ext, R_OK) != 0) {
-        fprintf(stderr, "test_tsdb_vtab_model: %s is missing: build it first (make all tests)\n", ext);
-        return 1;
-    }
+    if (od_sqltest_ext_path("test_tsdb_vtab_model", ext, sizeof ext)) return 1;
     const char *seed = getenv("OD_TEST_SEED"); /* fixed by default; other seeds by hand */
     if (seed) rng = strtoull(seed, NULL, 10) * 0x9E3779B97F4A7C15ULL + 1;
     const struct CMUnitTest tests[] = {

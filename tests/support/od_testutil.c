@@ -59,6 +59,15 @@ int od_test_tmpdir_remove(const char *dir)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+void od_test_run_on_file(const char *prefix, void (*run)(const char *uri))
+{
+    char dir[256], uri[300];
+    assert_int_equal(od_test_tmpdir_make(dir, sizeof dir, prefix), 0);
+    snprintf(uri, sizeof uri, "file://%s", dir);
+    run(uri);
+    assert_int_equal(od_test_tmpdir_remove(dir), 0);
+}
+
 int od_test_tmpstore_make(char *dir, size_t dn, char *uri, size_t un, const char *prefix, const char *scheme)
 {
     if (od_test_tmpdir_make(dir, dn, prefix)) return -1;

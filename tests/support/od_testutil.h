@@ -34,6 +34,10 @@ void od_test_sleep_ms(int ms);
 int od_test_tmpdir_make(char *dir, size_t n, const char *prefix);
 int od_test_tmpdir_remove(const char *dir);
 
+/* Run a scenario on a store in a fresh directory: make "/tmp/<prefix>-XXXXXX", call
+ * run("file://<dir>"), then remove the directory. Asserts both steps succeed. */
+void od_test_run_on_file(const char *prefix, void (*run)(const char *uri));
+
 /* od_test_tmpdir_make, then uri = "<scheme><dir>/store" (scheme "" or e.g. "file://"):
  * a store path in a fresh directory, for a cmocka setup. 0 on success, -1 on failure. */
 int od_test_tmpstore_make(char *dir, size_t dn, char *uri, size_t un, const char *prefix, const char *scheme);

@@ -35,6 +35,7 @@
 #include "lsm/od_db.h"
 #include "od_lsmtest.h"
 #include "od_objstore_impl.h"
+#include "od_testutil.h"
 
 /* ---------------- the gate store ---------------- */
 
@@ -313,14 +314,7 @@ static void test_gated_mem(void **state)
 static void test_gated_file(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/od-flush-pin-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char uri[128];
-    snprintf(uri, sizeof uri, "file://%s", dir);
-    run_gated(uri);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    od_test_run_on_file("od-flush-pin", run_gated);
 }
 
 /* ---------------- GC in a loop beside slow commits ---------------- */

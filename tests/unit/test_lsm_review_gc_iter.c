@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "lsm/od_db.h"
+#include "od_testutil.h"
 
 static double scale(void)
 {
@@ -107,14 +108,7 @@ static void test_gc_keeps_iterator_tables_mem(void **state)
 static void test_gc_keeps_iterator_tables_file(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/od-review-gc-iter-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char uri[128];
-    snprintf(uri, sizeof uri, "file://%s", dir);
-    run(uri);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    od_test_run_on_file("od-review-gc-iter", run);
 }
 
 int main(void)

@@ -22,6 +22,7 @@
 
 #include "lsm/manifest.h"
 #include "lsm/od_db.h"
+#include "od_testutil.h"
 
 static void write_keys(od_db *db, const char *tag, int n)
 {
@@ -117,14 +118,7 @@ static void test_stale_committer_mem(void **state)
 static void test_stale_committer_file(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/od-review-mgap-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char uri[128];
-    snprintf(uri, sizeof uri, "file://%s", dir);
-    run(uri);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    od_test_run_on_file("od-review-mgap", run);
 }
 
 int main(void)

@@ -24,6 +24,7 @@
 
 #include "lsm/od_db.h"
 #include "od_holdstore.h"
+#include "od_testutil.h"
 
 typedef struct opener {
     od_store *store;
@@ -139,14 +140,7 @@ static void test_open_race_mem(void **state)
 static void test_open_race_file(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/od-review-open-race-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char uri[128];
-    snprintf(uri, sizeof uri, "file://%s", dir);
-    run(uri);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    od_test_run_on_file("od-review-open-race", run);
 }
 
 int main(void)

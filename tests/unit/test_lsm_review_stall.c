@@ -24,6 +24,7 @@
 
 #include "lsm/od_db.h"
 #include "od_holdstore.h"
+#include "od_testutil.h"
 
 static void put1(od_db *db, const char *k, const char *v, int wait, uint64_t *seq)
 {
@@ -112,14 +113,7 @@ static void test_stalled_wal_put_mem(void **state)
 static void test_stalled_wal_put_file(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/od-review-stall-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    char uri[128];
-    snprintf(uri, sizeof uri, "file://%s", dir);
-    run(uri);
-    char cmd[160];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    od_test_run_on_file("od-review-stall", run);
 }
 
 int main(void)

@@ -236,17 +236,7 @@ pq_val pq_eval_agg(pq_ev *ev, const pq_node *n)
         pq_labels l = in.s[k].lbl; /* the to-be-dropped name still partitions (Prometheus 3) */
         pq_labels gl2 = n->without ? pq_lbl_without(ev, &l, gl, ngl, 1) : pq_lbl_only(ev, &l, gl, ngl);
         size_t len;
-        char *key = pq_sig(ev, &gl2, NULL, 0, 0, &len);
-        const char *nm = pq_lbl_get(&gl2, "__name__");
-        if (nm) {
-            size_t nl = strlen(nm);
-            char *k2 = pq_alloc(ev, len + nl + 1);
-            memcpy(k2, key, len);
-            k2[len] = 1;
-            memcpy(k2 + len + 1, nm, nl);
-            key = k2;
-            len += nl + 1;
-        }
+        char *key = pq_sig_named(ev, &gl2, NULL, 0, 0, &len);
         size_t id = pq_map_get_or_put(ev, &m, key, len, ng);
         if (id == ng) {
             g[ng].lbl = gl2;

@@ -370,6 +370,20 @@ char *pq_sig(pq_ev *ev, const pq_labels *l, const char *const *names, size_t n, 
     return k;
 }
 
+char *pq_sig_named(pq_ev *ev, const pq_labels *l, const char *const *names, size_t n, int on, size_t *len)
+{
+    char *key = pq_sig(ev, l, names, n, on, len);
+    const char *nm = pq_lbl_get(l, "__name__");
+    if (!nm) return key;
+    size_t nl = strlen(nm);
+    char *k2 = pq_alloc(ev, *len + nl + 1);
+    memcpy(k2, key, *len);
+    k2[*len] = 1;
+    memcpy(k2 + *len + 1, nm, nl);
+    *len += nl + 1;
+    return k2;
+}
+
 /* ---------------- values ---------------- */
 
 pq_series *pq_vec_new_try(pq_ev *ev, pq_val *out, size_t cap)
@@ -925,19 +939,9 @@ static pq_val eval_vec_vec(pq_ev *ev, const pq_node *n, pq_val l, pq_val r)
             if (oi == (size_t)-1) {
                 pq_labels lbl = result_metric(ev, n, &many->s[k].lbl, &one->s[ok].lbl);
                 size_t len;
-                char *lk = pq_sig(ev, &lbl, NULL, 0, 0, &len);
-                /* include the name in the key when it is kept */
-                const char *nm = pq_lbl_get(&lbl, "__name__");
                 int dn = (!cmp || n->return_bool) ? 1 : many->s[k].drop_name;
-                if (nm && !dn) {
-                    size_t nl = strlen(nm);
-                    char *k2 = pq_alloc(ev, len + nl + 1);
-                    memcpy(k2, lk, len);
-                    k2[len] = 1;
-                    memcpy(k2 + len + 1, nm, nl);
-                    lk = k2;
-                    len += nl + 1;
-                }
+                /* include the name in the key when it is kept */
+                char *lk = dn ? pq_sig(ev, &lbl, NULL, 0, 0, &len) : pq_sig_named(ev, &lbl, NULL, 0, 0, &len);
                 oi = pq_map_get_or_put(ev, &outm, lk, len, out.ns);
                 if (oi == out.ns) {
                     pq_series *o = pq_vec_new(ev, &out, many->ns);
@@ -1143,17 +1147,7 @@ static void build_result(pq_ev *ev, pq_val v, int instant, od_promql_result *r)
         if (!any) { idx[k] = (size_t)-1; continue; }
         pq_labels l = s->drop_name ? pq_lbl_dropname(ev, &s->lbl) : s->lbl;
         size_t len;
-        char *key = pq_sig(ev, &l, NULL, 0, 0, &len);
-        const char *nm = pq_lbl_get(&l, "__name__");
-        if (nm) {
-            size_t nl = strlen(nm);
-            char *k2 = pq_alloc(ev, len + nl + 1);
-            memcpy(k2, key, len);
-            k2[len] = 1;
-            memcpy(k2 + len + 1, nm, nl);
-            key = k2;
-            len += nl + 1;
-        }
+        char *key = pq_sig_named(ev, &l, NULL, 0, 0, &len);
         size_t o = pq_map_get_or_put(ev, &m, key, len, nout);
         if (o == nout) {
             lbls[nout] = l;

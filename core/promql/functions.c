@@ -1150,17 +1150,8 @@ static pq_val eval_histogram(pq_ev *ev, const pq_node *n, int id)
         }
         ub[k] = u;
         size_t len;
-        char *key = pq_sig(ev, &in.s[k].lbl, le, 1, 0, &len);
-        const char *nm = pq_lbl_get(&in.s[k].lbl, "__name__");
-        if (nm) { /* the (not yet dropped) name partitions the groups, as in Prometheus 3 */
-            size_t nl = strlen(nm);
-            char *k2 = pq_alloc(ev, len + nl + 1);
-            memcpy(k2, key, len);
-            k2[len] = 1;
-            memcpy(k2 + len + 1, nm, nl);
-            key = k2;
-            len += nl + 1;
-        }
+        /* the (not yet dropped) name partitions the groups, as in Prometheus 3 */
+        char *key = pq_sig_named(ev, &in.s[k].lbl, le, 1, 0, &len);
         grp[k] = pq_map_get_or_put(ev, &m, key, len, ng);
         if (grp[k] == ng) gfirst[ng++] = k;
     }

@@ -220,6 +220,9 @@ size_t pq_map_get_or_put(pq_ev *ev, pq_map *m, const char *k, size_t klen, size_
 size_t pq_map_find(const pq_map *m, const char *k, size_t klen); /* (size_t)-1 if absent */
 /* A signature key of the labels (all except the listed names, or only the listed ones). */
 char *pq_sig(pq_ev *ev, const pq_labels *l, const char *const *names, size_t n, int on, size_t *len);
+/* pq_sig, followed (when l has a __name__) by a 0x01 byte and the name: series that differ only
+ * in their name get different keys. */
+char *pq_sig_named(pq_ev *ev, const pq_labels *l, const char *const *names, size_t n, int on, size_t *len);
 
 pq_val pq_eval(pq_ev *ev, const pq_node *n);
 pq_val pq_eval_call(pq_ev *ev, const pq_node *n);

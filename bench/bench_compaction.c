@@ -23,13 +23,7 @@
 #include <unistd.h>
 
 #include "lsm/od_db.h"
-
-static double now_s(clockid_t c)
-{
-    struct timespec ts;
-    clock_gettime(c, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "od_bench.h"
 
 static void die(const char *what, const od_err *e)
 {
@@ -97,9 +91,9 @@ static void compact_phase(const char *uri, size_t out_bytes)
     od_db_get_stats(db, &st);
     long rss0 = peak_rss_mb();
     uint64_t l0 = st.l0_count, in_bytes = st.live_sst_bytes;
-    double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_PROCESS_CPUTIME_ID);
+    double w0 = od_bench_clock_s(CLOCK_MONOTONIC), c0 = od_bench_clock_s(CLOCK_PROCESS_CPUTIME_ID);
     if (od_db_compact(db, &err)) die("compact", &err);
-    double w1 = now_s(CLOCK_MONOTONIC), c1 = now_s(CLOCK_PROCESS_CPUTIME_ID);
+    double w1 = od_bench_clock_s(CLOCK_MONOTONIC), c1 = od_bench_clock_s(CLOCK_PROCESS_CPUTIME_ID);
     long rss1 = peak_rss_mb();
     od_db_get_stats(db, &st);
     printf("| input | %" PRIu64 " L0 collections, %" PRIu64 " MB |\n", l0, in_bytes >> 20);

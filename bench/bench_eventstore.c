@@ -55,37 +55,7 @@
 
 #include "eventstore/od_eventstore.h"
 #include "lsm/od_db.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static long rss_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) v = atol(line + 6);
-    if (f) fclose(f);
-    return v;
-}
-
-static long peak_rss_kb(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
-}
-
-static long env_long(const char *name, long def)
-{
-    const char *s = getenv(name);
-    return s && *s ? atol(s) : def;
-}
+#include "od_bench.h"
 
 static void die(const char *what, const od_err *e)
 {
@@ -131,7 +101,7 @@ static od_eventstore *open_es(const char *uri, uint32_t flush_ms)
     dbo.flush_interval_ms = flush_ms;
     if (memtable_bytes) dbo.memtable_bytes = memtable_bytes;
     if (block_cache_bytes) dbo.block_cache_bytes = block_cache_bytes;
-    dbo.compactor = (int)env_long("OD_BENCH_COMPACTOR", 1);
+    dbo.compactor = (int)od_bench_env_long("OD_BENCH_COMPACTOR", 1);
     o.db = &dbo;
     od_eventstore *es;
     od_err err = {0};
@@ -149,20 +119,6 @@ static uint64_t rnd(void)
 }
 
 /* ---------------------------------------------------------------- 1. append throughput */
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-}
-
-static double thread_cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* One measurement: records/s over the wall time and process CPU seconds per record (all
  * threads: the appender, the engine's WAL and flush threads, SQLite's own work). */
@@ -191,7 +147,7 @@ static void *append_thread(void *p)
     memset(val, 'v', sizeof val);
     od_ev_rec_in in[APP_BATCH];
     uint64_t s = 0x1234ULL + (uint64_t)a->id;
-    double c0 = thread_cpu_s();
+    double c0 = od_bench_thread_cpu_s();
     for (long b = 0; b < a->batches; b++) {
         for (int j = 0; j < APP_BATCH; j++) {
             s ^= s << 13;
@@ -205,7 +161,7 @@ static void *append_thread(void *p)
         od_ev_append_opts ao = {.no_wait = a->pipelined && b + 1 < a->batches};
         if (od_ev_append(a->es, in, APP_BATCH, &ao, NULL, NULL, &err)) die("append", &err);
     }
-    a->cpu = thread_cpu_s() - c0;
+    a->cpu = od_bench_thread_cpu_s() - c0;
     return NULL;
 }
 
@@ -244,13 +200,13 @@ static meas bench_es_append(const char *uri, long records, int threads, uint32_t
     pthread_t th[16];
     app_ctx ctx[16];
     long per = records / APP_BATCH / threads;
-    double c0 = cpu_s(), t0 = now_s();
+    double c0 = od_bench_proc_cpu_s(), t0 = od_bench_now_s();
     for (int i = 0; i < threads; i++) {
         ctx[i] = (app_ctx){es, per, i, pipelined, 0};
         pthread_create(&th[i], NULL, append_thread, &ctx[i]);
     }
     for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
-    double dt = now_s() - t0, dc = cpu_s() - c0, tc = 0;
+    double dt = od_bench_now_s() - t0, dc = od_bench_proc_cpu_s() - c0, tc = 0;
     for (int i = 0; i < threads; i++) tc += ctx[i].cpu;
     long n = per * threads * APP_BATCH;
     check_durable(uri, n);
@@ -290,7 +246,7 @@ static meas bench_sqlite_append(const char *path, long records, int wal)
     memset(val, 'v', sizeof val);
     long batches = records / APP_BATCH;
     uint64_t s = 0x1234ULL;
-    double c0 = cpu_s(), t0 = now_s();
+    double c0 = od_bench_proc_cpu_s(), t0 = od_bench_now_s();
     for (long b = 0; b < batches; b++) {
         if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL)) die(sqlite3_errmsg(db), NULL);
         for (int j = 0; j < APP_BATCH; j++) {
@@ -306,7 +262,7 @@ static meas bench_sqlite_append(const char *path, long records, int wal)
         }
         if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL)) die(sqlite3_errmsg(db), NULL);
     }
-    double dt = now_s() - t0, dc = cpu_s() - c0;
+    double dt = od_bench_now_s() - t0, dc = od_bench_proc_cpu_s() - c0;
     sqlite3_finalize(ins);
     sqlite3_close(db);
     long n = batches * APP_BATCH;
@@ -345,20 +301,20 @@ static fsync_cost bench_fsync(int N)
     int dfd = open(root, O_RDONLY | O_DIRECTORY);
     if (fd < 0 || dfd < 0) die("fsync bench: cannot open files", NULL);
     for (int i = 0; i < N; i++) {
-        double t0 = now_s();
+        double t0 = od_bench_now_s();
         if (write(fd, buf, 4096) != 4096 || fsync(fd)) die("fsync bench: write", NULL);
-        a[i] = (now_s() - t0) * 1e6;
+        a[i] = (od_bench_now_s() - t0) * 1e6;
     }
     close(fd);
     for (int i = 0; i < N; i++) {
         snprintf(tmp, sizeof tmp, "%s/fsync-obj.tmp", root);
         snprintf(path, sizeof path, "%s/fsync-obj-%d", root, i);
-        double t0 = now_s();
+        double t0 = od_bench_now_s();
         int f = open(tmp, O_CREAT | O_WRONLY | O_TRUNC, 0644);
         if (f < 0 || write(f, buf, sizeof buf) != (ssize_t)sizeof buf || fsync(f) || close(f) || link(tmp, path) ||
             unlink(tmp) || fsync(dfd))
             die("fsync bench: object", NULL);
-        b[i] = (now_s() - t0) * 1e6;
+        b[i] = (od_bench_now_s() - t0) * 1e6;
     }
     close(dfd);
     for (int i = 0; i < N; i++) {
@@ -455,7 +411,7 @@ static void read_last100(const char *uri, const char *label)
         od_err err = {0};
         for (int warm = 0; warm < 2; warm++) {
             od_db_get_stats(od_ev_db(es), &a);
-            double t0 = now_s();
+            double t0 = od_bench_now_s();
             od_ev_read_opts ro = {.from = OD_EV_FROM_TAIL, .tail_n = 100};
             od_ev_cursor *c;
             if (od_ev_cursor_open(es, "hot/key", 7, &ro, &c, &err)) die("read", &err);
@@ -469,7 +425,7 @@ static void read_last100(const char *uri, const char *label)
                 if (od_ev_cursor_next(c, &err)) die("next", &err);
             }
             od_ev_cursor_free(c);
-            double dt = now_s() - t0;
+            double dt = od_bench_now_s() - t0;
             od_db_get_stats(od_ev_db(es), &b);
             uint64_t req = 0;
             for (int k = 0; k < OD_REQ_KIND_COUNT; k++) req += b.store.requests[k] - a.store.requests[k];
@@ -490,10 +446,10 @@ static void bench_many_keys(const char *uri, long nkeys, long per_key)
     char val[100];
     memset(val, 'x', sizeof val);
     if (!in || !keys) die("oom", NULL);
-    long rss0 = rss_kb();
+    long rss0 = od_bench_rss_kb();
     long rss_marks[11] = {0};
     long rss_round[64] = {0};
-    double t0 = now_s(), c0 = cpu_s(), tc0 = thread_cpu_s();
+    double t0 = od_bench_now_s(), c0 = od_bench_proc_cpu_s(), tc0 = od_bench_thread_cpu_s();
     long total = 0, hot = 0;
     for (long r = 0; r < per_key; r++) {
         for (long base = 0; base < nkeys; base += B) {
@@ -509,16 +465,16 @@ static void bench_many_keys(const char *uri, long nkeys, long per_key)
             total += m;
             if (r == 0) {
                 long tenth = (base + m) * 10 / nkeys;
-                if (tenth <= 10 && !rss_marks[tenth]) rss_marks[tenth] = rss_kb();
+                if (tenth <= 10 && !rss_marks[tenth]) rss_marks[tenth] = od_bench_rss_kb();
             }
         }
-        if (r < 64) rss_round[r] = rss_kb();
+        if (r < 64) rss_round[r] = od_bench_rss_kb();
 #ifdef __GLIBC__
-        if (env_long("OD_BENCH_MALLOC_STATS", 0)) { /* glibc: per-arena heap vs in-use bytes (stderr) */
+        if (od_bench_env_long("OD_BENCH_MALLOC_STATS", 0)) { /* glibc: per-arena heap vs in-use bytes (stderr) */
             od_db_stats ms;
             od_db_get_stats(od_ev_db(es), &ms);
             fprintf(stderr, "round %ld: VmRSS %ld KiB, memtable %llu B, l0 %llu, runs %llu, live ssts %llu\n", r,
-                    rss_kb(), (unsigned long long)ms.memtable_bytes, (unsigned long long)ms.l0_count,
+                    od_bench_rss_kb(), (unsigned long long)ms.memtable_bytes, (unsigned long long)ms.l0_count,
                     (unsigned long long)ms.sorted_runs, (unsigned long long)ms.live_ssts);
             malloc_stats();
         }
@@ -533,12 +489,12 @@ static void bench_many_keys(const char *uri, long nkeys, long per_key)
         if (od_ev_append(es, in, 100, NULL, NULL, NULL, &err)) die("append", &err);
         hot += 100;
     }
-    double dt = now_s() - t0, dc = cpu_s() - c0, dtc = thread_cpu_s() - tc0;
-    long peak_appending = peak_rss_kb();
+    double dt = od_bench_now_s() - t0, dc = od_bench_proc_cpu_s() - c0, dtc = od_bench_thread_cpu_s() - tc0;
+    long peak_appending = od_bench_peak_rss_kb();
     od_err err = {0};
-    double tf = now_s();
+    double tf = od_bench_now_s();
     if (od_db_flush(od_ev_db(es), 1, &err) || od_db_compact(od_ev_db(es), &err)) die("flush/compact", &err);
-    double dtf = now_s() - tf;
+    double dtf = od_bench_now_s() - tf;
     od_ev_stats st;
     od_ev_get_stats(es, &st);
     od_db_stats ds;
@@ -563,7 +519,7 @@ static void bench_many_keys(const char *uri, long nkeys, long per_key)
     printf("| writer peak RSS while appending (memtable %zu MiB, block cache %zu MiB, tail cache 65,536) | %.0f MiB "
            "| %.0f MiB including the flush + full compaction |\n",
            (memtable_bytes ? memtable_bytes : 64u << 20) >> 20, (block_cache_bytes ? block_cache_bytes : 64u << 20) >> 20,
-           peak_appending / 1024.0, peak_rss_kb() / 1024.0);
+           peak_appending / 1024.0, od_bench_peak_rss_kb() / 1024.0);
     if (od_ev_close(es, &err)) die("close", &err);
     uint64_t bytes = du_bytes(sub_uri("many"));
     printf("| store bytes per record (all objects / %ld records of 100 B) | %.1f B | %.1f MiB in the store |\n",
@@ -596,7 +552,7 @@ static void bench_replay(const char *uri, long n)
     es = open_es(uri, 100);
     od_db_stats a, b;
     od_db_get_stats(od_ev_db(es), &a);
-    double t0 = now_s();
+    double t0 = od_bench_now_s();
     od_ev_read_opts ro = {.from = OD_EV_FROM_SEQ};
     od_ev_cursor *c;
     if (od_ev_cursor_open(es, "replay/one", 10, &ro, &c, &err)) die("read", &err);
@@ -610,7 +566,7 @@ static void bench_replay(const char *uri, long n)
         if (od_ev_cursor_next(c, &err)) die("next", &err);
     }
     od_ev_cursor_free(c);
-    double dt = now_s() - t0;
+    double dt = od_bench_now_s() - t0;
     od_db_get_stats(od_ev_db(es), &b);
     uint64_t req = 0;
     for (int k = 0; k < OD_REQ_KIND_COUNT; k++) req += b.store.requests[k] - a.store.requests[k];
@@ -628,20 +584,20 @@ int main(int argc, char **argv)
     char cmd[2200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", root, root);
     if (system(cmd)) die("cannot prepare the store directory", NULL);
-    long nkeys = env_long("OD_BENCH_KEYS", 1000000);
-    long per_key = env_long("OD_BENCH_RECORDS_PER_KEY", 10);
-    long app = env_long("OD_BENCH_APPEND_RECORDS", 100000);
-    long replay = env_long("OD_BENCH_REPLAY_RECORDS", 200000);
+    long nkeys = od_bench_env_long("OD_BENCH_KEYS", 1000000);
+    long per_key = od_bench_env_long("OD_BENCH_RECORDS_PER_KEY", 10);
+    long app = od_bench_env_long("OD_BENCH_APPEND_RECORDS", 100000);
+    long replay = od_bench_env_long("OD_BENCH_REPLAY_RECORDS", 200000);
 
-    long reps = env_long("OD_BENCH_REPS", 3);
+    long reps = od_bench_env_long("OD_BENCH_REPS", 3);
     const char *phases = getenv("OD_BENCH_PHASES");
     if (!phases || !*phases) phases = "many,fsync,append,replay";
 
     printf("| measurement | result | notes |\n|---|---|---|\n");
     /* many keys first, so the process's peak RSS is the writer's during that run */
     if (strstr(phases, "many")) {
-        memtable_bytes = (size_t)env_long("OD_BENCH_MEMTABLE_MB", 32) << 20;
-        block_cache_bytes = (size_t)env_long("OD_BENCH_BLOCK_CACHE_MB", 32) << 20;
+        memtable_bytes = (size_t)od_bench_env_long("OD_BENCH_MEMTABLE_MB", 32) << 20;
+        block_cache_bytes = (size_t)od_bench_env_long("OD_BENCH_BLOCK_CACHE_MB", 32) << 20;
         bench_many_keys(sub_uri("many"), nkeys, per_key);
         fflush(stdout);
         memtable_bytes = block_cache_bytes = 0;

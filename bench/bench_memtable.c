@@ -23,20 +23,7 @@
 #include <time.h>
 
 #include "lsm/memtable.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "od_bench.h"
 
 static uint64_t mix(uint64_t x)
 {
@@ -69,7 +56,7 @@ static double run(long n, long bs, int random, int batched, int check, double *c
     uint8_t val[100];
     memset(val, 'v', sizeof val);
     if (!keys || !ops) die("out of memory");
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = od_bench_now_s(), c0 = od_bench_thread_cpu_s();
     uint64_t seq = 0;
     for (long i = 0; i < n; i += bs) {
         long k = i + bs <= n ? bs : n - i;
@@ -88,8 +75,8 @@ static double run(long n, long bs, int random, int batched, int check, double *c
                 if (od_mt_add(m, ops[j].key, ops[j].klen, seq, ops[j].kind, 0, ops[j].val, ops[j].vlen)) die("add");
         }
     }
-    double t = now_s() - t0;
-    *cpu = cpu_s() - c0;
+    double t = od_bench_now_s() - t0;
+    *cpu = od_bench_thread_cpu_s() - c0;
     if (check) {
         if (od_mt_count(m) != (uint64_t)n) die("wrong count");
         for (long i = 0; i < n; i += 997) {

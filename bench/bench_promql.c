@@ -22,13 +22,7 @@
 
 #include "promql/od_promql.h"
 #include "promql/od_promql_tsdb.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
+#include "od_bench.h"
 
 static unsigned long long rng = 88172645463325252ULL;
 static double urand(void)
@@ -120,10 +114,10 @@ static void run_query(const char *label, const od_promql_source *src, const char
     od_err err;
     for (int r = 0; r < runs; r++) {
         od_promql_result *res = NULL;
-        double t0 = now_s();
+        double t0 = od_bench_now_s();
         int rc = range ? od_promql_query_range(src, q, start, end, step, NULL, &res, &err)
                        : od_promql_query_instant(src, q, end, NULL, &res, &err);
-        t[r] = now_s() - t0;
+        t[r] = od_bench_now_s() - t0;
         if (rc) {
             printf("| %s | `%s` | error: %s | | | |\n", label, q, err.msg);
             free(t);
@@ -189,10 +183,10 @@ int main(int argc, char **argv)
         od_tsdb_options_init(&o);
         if (od_tsdb_open(tsdb_uri, &o, &g.tsdb, &err)) { fprintf(stderr, "tsdb open: %s\n", err.msg); return 1; }
     }
-    double t0 = now_s();
+    double t0 = od_bench_now_s();
     if (generate(&g, &err)) { fprintf(stderr, "generate: %s\n", err.msg); return 1; }
     if (g.tsdb && od_tsdb_flush(g.tsdb, &err)) { fprintf(stderr, "flush: %s\n", err.msg); return 1; }
-    double tl = now_s() - t0;
+    double tl = od_bench_now_s() - t0;
     printf("PromQL dashboard queries: %d series, %.1f h, scrape %.0f s, %zu samples (loaded in %.1f s%s)\n",
            nseries, hours, scrape, g.samples, tl, g.tsdb ? ", into memory and the TSDB" : "");
     od_promql_source ms = od_promql_mem_source(g.mem);

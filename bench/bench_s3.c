@@ -28,23 +28,11 @@
 #include "lsm/od_db.h"
 #include "objstore/od_objstore.h"
 #include "tsdb/od_tsdb.h"
+#include "od_bench.h"
 
 #define T0 1700000000000LL
 #define STEP 15000LL
 #define SERIES_PER_HOST 20
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long env_long(const char *name, long def)
-{
-    const char *s = getenv(name);
-    return s && *s ? atol(s) : def;
-}
 
 static void die(const char *what, const od_err *e)
 {
@@ -73,7 +61,7 @@ static snap take(od_db *db)
 {
     od_db_stats st;
     od_db_get_stats(db, &st);
-    return (snap){st.store, now_s()};
+    return (snap){st.store, od_bench_now_s()};
 }
 
 static uint64_t d(const snap *a, const snap *b, od_req_kind k)
@@ -127,7 +115,7 @@ static void tsdb_query(od_tsdb *t, const char *metric, int64_t lo, int64_t hi, u
 
 static void bench_tsdb(const char *uri)
 {
-    int hosts = (int)env_long("OD_BENCH_HOSTS", 10), hours = (int)env_long("OD_BENCH_HOURS", 6);
+    int hosts = (int)od_bench_env_long("OD_BENCH_HOSTS", 10), hours = (int)od_bench_env_long("OD_BENCH_HOURS", 6);
     size_t ns = (size_t)hosts * SERIES_PER_HOST;
     int64_t steps = (int64_t)hours * 3600000 / STEP, per_batch = 30 * 60000 / STEP;
     od_labels *ls = calloc(ns, sizeof *ls);
@@ -153,9 +141,9 @@ static void bench_tsdb(const char *uri)
     o.bucket_ms = 3600000;
     od_tsdb *t;
     od_err e;
-    double t0 = now_s();
+    double t0 = od_bench_now_s();
     if (od_tsdb_open(uri, &o, &t, &e)) die("tsdb open", &e);
-    double open_w = now_s() - t0;
+    double open_w = od_bench_now_s() - t0;
     snap a = take(od_tsdb_db(t));
     uint64_t total = 0;
     for (int64_t s0 = 0; s0 < steps; s0 += per_batch) {
@@ -189,7 +177,7 @@ static void bench_tsdb(const char *uri)
     /* queries on a fresh read-only handle: its block cache is empty */
     od_tsdb_options_init(&o);
     o.mode = OD_TSDB_READ_ONLY;
-    t0 = now_s();
+    t0 = od_bench_now_s();
     if (od_tsdb_open(uri, &o, &t, &e)) die("tsdb reopen", &e);
     snap r0 = {.t = t0}; /* the open's requests: all of the handle's counters */
     snap r1 = take(od_tsdb_db(t));
@@ -238,7 +226,7 @@ static void ev_read_key(od_eventstore *es, const char *key, uint64_t *n, uint64_
 
 static void bench_events(const char *uri)
 {
-    long keys = env_long("OD_BENCH_KEYS", 1000), per_key = env_long("OD_BENCH_RECORDS_PER_KEY", 20);
+    long keys = od_bench_env_long("OD_BENCH_KEYS", 1000), per_key = od_bench_env_long("OD_BENCH_RECORDS_PER_KEY", 20);
     enum { BATCH = 100, VLEN = 100 };
     printf("### Event store on %.*s\n\n", (int)strcspn(uri, "?"), uri);
     printf("dataset: %ld keys × %ld records of %d bytes, appended in batches of %d records over distinct keys, "
@@ -247,9 +235,9 @@ static void bench_events(const char *uri)
     od_ev_options_init(&o);
     od_eventstore *es;
     od_err e;
-    double t0 = now_s();
+    double t0 = od_bench_now_s();
     if (od_ev_open(uri, &o, &es, &e)) die("events open", &e);
-    double open_w = now_s() - t0;
+    double open_w = od_bench_now_s() - t0;
     od_ev_rec_in recs[BATCH];
     char kb[BATCH][32], vb[VLEN];
     for (int i = 0; i < VLEN; i++) vb[i] = (char)('a' + i % 26);
@@ -281,7 +269,7 @@ static void bench_events(const char *uri)
     printf("| flush + compaction | %.1f s, %" PRIu64 " PUTs |\n\n", c.t - b.t, d(&b, &c, OD_REQ_PUT));
 
     o.read_only = 1;
-    t0 = now_s();
+    t0 = od_bench_now_s();
     if (od_ev_open(uri, &o, &es, &e)) die("events reopen", &e);
     snap r0 = {.t = t0};
     snap r1 = take(od_ev_db(es));

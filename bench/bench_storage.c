@@ -30,20 +30,7 @@
 #include <time.h>
 
 #include "lsm/od_db.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "od_bench.h"
 
 static uint64_t mix(uint64_t x)
 {
@@ -97,7 +84,7 @@ static void bench(const char *uri, long n)
     od_batch *b = od_batch_new();
     char val[100];
     memset(val, 'v', sizeof val);
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = od_bench_now_s(), c0 = od_bench_thread_cpu_s();
     uint64_t last = 0;
     for (long i = 0; i < n; i += 1000) {
         od_batch_clear(b);
@@ -109,12 +96,12 @@ static void bench(const char *uri, long n)
         }
         if (od_db_write(db, b, 0, &last, &err)) die("write", &err);
     }
-    double t_mem = now_s() - t0, c_mem = cpu_s() - c0;
+    double t_mem = od_bench_now_s() - t0, c_mem = od_bench_thread_cpu_s() - c0;
     od_store_stats s1;
     od_store_get_stats(s, &s1);
     uint64_t puts_during = s1.requests[OD_REQ_PUT] - s0.requests[OD_REQ_PUT];
     if (od_db_wait_durable(db, last, &err)) die("wait", &err);
-    double t_dur = now_s() - t0;
+    double t_dur = od_bench_now_s() - t0;
     od_db_stats st;
     od_db_get_stats(db, &st);
     printf("\n### %s, keys in %s order\n\n| measure | value |\n|---|---|\n", od_store_describe(s),
@@ -127,12 +114,12 @@ static void bench(const char *uri, long n)
            st.wal_flushes, puts_during, puts_during / t_mem, o.flush_interval_ms);
 
     /* 2. flush + compact: write amplification */
-    t0 = now_s();
+    t0 = od_bench_now_s();
     if (od_db_flush(db, 1, &err)) die("flush", &err);
-    double t_flush = now_s() - t0;
-    t0 = now_s();
+    double t_flush = od_bench_now_s() - t0;
+    t0 = od_bench_now_s();
     if (od_db_compact(db, &err)) die("compact", &err);
-    double t_comp = now_s() - t0;
+    double t_comp = od_bench_now_s() - t0;
     od_store_stats s2;
     od_store_get_stats(s, &s2);
     od_db_get_stats(db, &st);
@@ -149,7 +136,7 @@ static void bench(const char *uri, long n)
     od_buf v = {0};
     double c_get = 0;
     for (int pass = 0; pass < 2; pass++) {
-        c0 = cpu_s();
+        c0 = od_bench_thread_cpu_s();
         uint64_t r = 12345; /* same keys twice: the second pass is all cache hits */
         for (long i = 0; i < ng; i++) {
             r = mix(r + (uint64_t)i);
@@ -162,7 +149,7 @@ static void bench(const char *uri, long n)
             if (rc || v.len != 100) die("get", &err);
             lat[i] = (uint64_t)(c.tv_sec - a.tv_sec) * 1000000000ull + (uint64_t)(c.tv_nsec - a.tv_nsec);
         }
-        c_get = cpu_s() - c0;
+        c_get = od_bench_thread_cpu_s() - c0;
     }
     qsort(lat, (size_t)ng, sizeof *lat, cmp_u64);
     printf("| point get, warm cache (%ld gets) | p50 %.2f µs, p99 %.2f µs, p999 %.2f µs |\n", ng, lat[ng / 2] / 1e3,
@@ -173,7 +160,7 @@ static void bench(const char *uri, long n)
     od_buf_free(&v);
 
     /* 4. scan */
-    t0 = now_s();
+    t0 = od_bench_now_s();
     od_iter *it;
     if (od_db_iter(db, NULL, NULL, 0, NULL, 0, &it, &err)) die("iter", &err);
     long keys = 0;
@@ -187,7 +174,7 @@ static void bench(const char *uri, long n)
         if (od_iter_next(it, &err)) die("next", &err);
     }
     od_iter_free(it);
-    double t_scan = now_s() - t0;
+    double t_scan = od_bench_now_s() - t0;
     if (keys != n) fprintf(stderr, "bench_storage: scan saw %ld keys, expected %ld\n", keys, n);
     printf("| full scan | %.0f keys/s, %.0f MB/s |\n", keys / t_scan, bytes / t_scan / 1e6);
     od_db_get_stats(db, &st);

@@ -33,41 +33,10 @@
 #include "objstore/od_objstore.h"
 #include "tsdb/od_tsdb.h"
 #include "tsdb/tsdb_int.h" /* the chunk codec, for the per-kind table */
+#include "od_bench.h"
 
 #define T0 1700000000000LL
 #define STEP 15000LL
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void) /* CPU time of the calling thread: robust on a shared machine */
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static long rss_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, "VmRSS:", 6) == 0) v = atol(line + 6);
-    if (f) fclose(f);
-    return v;
-}
-
-static long peak_rss_kb(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_maxrss;
-}
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 static double urand(void)
@@ -1063,7 +1032,7 @@ static void kind_table(int hosts)
     /* decode speed: every chunk, several rounds, thread CPU time */
     od_samplevec sv = {0};
     od_err e;
-    double c0 = cpu_s();
+    double c0 = od_bench_thread_cpu_s();
     int rounds = 0;
     do {
         for (size_t i = 0; i < NS; i++) {
@@ -1071,8 +1040,8 @@ static void kind_table(int hosts)
             if (od_chunk_decode(all.data + off[i], off[i + 1] - off[i], &sv, &e)) { fprintf(stderr, "decode: %s\n", e.msg); exit(1); }
         }
         rounds++;
-    } while (cpu_s() - c0 < 1.0);
-    double dc = cpu_s() - c0;
+    } while (od_bench_thread_cpu_s() - c0 < 1.0);
+    double dc = od_bench_thread_cpu_s() - c0;
     printf("chunk decode: %.1f M samples/s (thread CPU, %d rounds over %zu chunks)\n\n", rounds * (double)NS * N / dc / 1e6, rounds, NS);
     const char *dump = getenv("OD_BENCH_DUMP"); /* the samples, for codec A/B programs */
     if (dump) {
@@ -1141,7 +1110,7 @@ static double sql_query1(sqlite3 *db, const char *sql, const char *metric, int64
                          double *sum, double *cpu)
 {
     sqlite3_stmt *st;
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = od_bench_now_s(), c0 = od_bench_thread_cpu_s();
     if (sqlite3_prepare_v2(db, sql, -1, &st, NULL)) { fprintf(stderr, "prepare %s: %s\n", sql, sqlite3_errmsg(db)); exit(1); }
     if (metric) {
         sqlite3_bind_text(st, 1, metric, -1, SQLITE_STATIC);
@@ -1152,8 +1121,8 @@ static double sql_query1(sqlite3 *db, const char *sql, const char *metric, int64
     *cnt = sqlite3_column_int64(st, 0);
     *sum = sqlite3_column_double(st, 1);
     sqlite3_finalize(st);
-    *cpu = cpu_s() - c0;
-    return now_s() - t0;
+    *cpu = od_bench_thread_cpu_s() - c0;
+    return od_bench_now_s() - t0;
 }
 
 /* Best of OD_BENCH_REPS (default 3) runs: wall time returned, CPU time in last_cpu. */
@@ -1226,13 +1195,13 @@ int main(int argc, char **argv)
     od_tsdb *t;
     od_err e;
     if (od_tsdb_open(uri, &o, &t, &e)) { fprintf(stderr, "open: %s\n", e.msg); return 1; }
-    long rss0 = rss_kb();
+    long rss0 = od_bench_rss_kb();
     od_sample *buf = malloc(NS * (size_t)per_batch * sizeof *buf);
     od_series_in *in = malloc(NS * sizeof *in);
     double gen = 0, ing = 0;
     for (int64_t s0 = 0; s0 < steps; s0 += per_batch) {
         int64_t n = steps - s0 < per_batch ? steps - s0 : per_batch;
-        double g0 = now_s();
+        double g0 = od_bench_now_s();
         for (size_t i = 0; i < NS; i++) {
             for (int64_t k = 0; k < n; k++) {
                 int64_t ts = sample_ts(&S[i], s0 + k);
@@ -1240,18 +1209,18 @@ int main(int argc, char **argv)
             }
             in[i] = (od_series_in){&S[i].ls, buf + i * per_batch, (size_t)n};
         }
-        double a0 = now_s();
+        double a0 = od_bench_now_s();
         gen += a0 - g0;
         if (od_tsdb_append(t, in, NS, 0, NULL, NULL, &e)) { fprintf(stderr, "append: %s\n", e.msg); return 1; }
-        ing += now_s() - a0;
+        ing += od_bench_now_s() - a0;
     }
-    double f0 = now_s();
+    double f0 = od_bench_now_s();
     if (od_tsdb_flush(t, &e)) { fprintf(stderr, "flush: %s\n", e.msg); return 1; }
-    double flush_s = now_s() - f0;
-    long rss_peak = peak_rss_kb();
-    double c0 = now_s();
+    double flush_s = od_bench_now_s() - f0;
+    long rss_peak = od_bench_peak_rss_kb();
+    double c0 = od_bench_now_s();
     if (od_tsdb_compact(t, &e)) { fprintf(stderr, "compact: %s\n", e.msg); return 1; }
-    double compact_s = now_s() - c0;
+    double compact_s = od_bench_now_s() - c0;
     od_db_stats st;
     od_db_get_stats(od_tsdb_db(t), &st);
     od_tsdb_info info;
@@ -1300,7 +1269,7 @@ int main(int argc, char **argv)
     rng = 0x9e3779b97f4a7c15ULL;
     free_dataset();
     build_dataset(hosts);
-    double s0t = now_s();
+    double s0t = od_bench_now_s();
     sqlite3_exec(sdb, "BEGIN", NULL, NULL, NULL);
     sqlite3_stmt *ins;
     sqlite3_prepare_v2(sdb, "INSERT INTO samples VALUES (?,?,?,?)", -1, &ins, NULL);
@@ -1319,7 +1288,7 @@ int main(int argc, char **argv)
     }
     sqlite3_finalize(ins);
     sqlite3_exec(sdb, "COMMIT; CREATE INDEX samples_metric_ts ON samples(metric, ts, value);", NULL, NULL, NULL);
-    double sqlite_load = now_s() - s0t;
+    double sqlite_load = od_bench_now_s() - s0t;
     sqlite3_close(sdb);
     struct stat sb;
     stat(sqlpath, &sb);
@@ -1337,24 +1306,24 @@ int main(int argc, char **argv)
     o.mode = OD_TSDB_READ_ONLY;
     if (od_tsdb_open(uri, &o, &t, &e)) { fprintf(stderr, "reopen: %s\n", e.msg); return 1; }
     uint64_t cnt, r0 = requests(od_tsdb_db(t));
-    double sum, q0 = now_s();
+    double sum, q0 = od_bench_now_s();
     api_query(t, qm, lo, hi, &cnt, &sum);
-    double api_cold = now_s() - q0;
+    double api_cold = od_bench_now_s() - q0;
     uint64_t cold_req = requests(od_tsdb_db(t)) - r0;
     r0 = requests(od_tsdb_db(t));
-    q0 = now_s();
+    q0 = od_bench_now_s();
     api_query(t, qm, lo, hi, &cnt, &sum);
-    double api_warm = now_s() - q0;
+    double api_warm = od_bench_now_s() - q0;
     uint64_t warm_req = requests(od_tsdb_db(t)) - r0;
     uint64_t acnt;
     double asum;
     double api_all = 1e300, api_all_cpu = 1e300;
     for (int i = 0; i < 3; i++) {
-        double cq0 = cpu_s();
-        q0 = now_s();
+        double cq0 = od_bench_thread_cpu_s();
+        q0 = od_bench_now_s();
         api_query(t, NULL, INT64_MIN, INT64_MAX, &acnt, &asum);
-        if (now_s() - q0 < api_all) api_all = now_s() - q0;
-        if (cpu_s() - cq0 < api_all_cpu) api_all_cpu = cpu_s() - cq0;
+        if (od_bench_now_s() - q0 < api_all) api_all = od_bench_now_s() - q0;
+        if (od_bench_thread_cpu_s() - cq0 < api_all_cpu) api_all_cpu = od_bench_thread_cpu_s() - cq0;
     }
     od_tsdb_close(t, &e);
 

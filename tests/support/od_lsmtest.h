@@ -39,7 +39,9 @@ void od_lsmtest_tool_path(const char *argv0, const char *name, char *out, size_t
  *   takeover: a writer process A writes continuously (acks in `side`); a second writer is
  *     refused "lease held"; takeover=1 fences A (OD_FENCED), and every acknowledged batch of
  *     A and of the new writer survives;
- *   lease_expiry: a writer that dies holding a lease of lease_ms blocks others only that long;
+ *   lease_expiry: a writer that dies holding a lease of lease_ms blocks others only that long
+ *     (when our first open comes later than lease_ms after the fork on a slow machine, which
+ *     proves nothing, the scenario repeats with 4x, then 16x the lease);
  *   compactor_fencing: a compaction of a fenced writer cannot commit;
  *   compactor_process: a compactor-only process next to a live writer; a newer compactor
  *     fences an older one. */

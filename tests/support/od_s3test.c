@@ -517,7 +517,9 @@ void od_s3test_unreachable(void)
     t0 = now_s();
     assert_int_equal(od_store_head(s, "k", NULL, &e), OD_TRANSIENT);
     double dt = now_s() - t0;
-    assert_true(dt >= 0.25 && dt < 2.0);
+    /* cut by timeout_ms (300), not by the 15 s default stall_ms: the upper bound leaves a
+     * loaded machine seconds of slack and still tells the two apart */
+    assert_true(dt >= 0.25 && dt < 10.0);
     assert_non_null(strstr(e.msg, "imeout")); /* curl: "Timeout was reached" */
     od_store_close(s);
     /* without a total timeout (the default), a stalled request is cut by stall_ms */
@@ -527,7 +529,7 @@ void od_s3test_unreachable(void)
     t0 = now_s();
     assert_int_equal(od_store_get(s, "k", &b, NULL, &e), OD_TRANSIENT);
     dt = now_s() - t0;
-    assert_true(dt >= 0.9 && dt < 4.0);
+    assert_true(dt >= 0.9 && dt < 10.0); /* stall_ms=1000, not the 15 s default */
     od_store_close(s);
     od_buf_free(&b);
     close(lfd);

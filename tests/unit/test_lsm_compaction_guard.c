@@ -8,8 +8,9 @@
  * them however long the job runs. The slow compaction: a store that takes 5 ms per request
  * (faulty+ with latency), gc_min_age_ms = 10, and outputs cut at 64 KiB so the job writes
  * several outputs, each followed by a manifest commit; a second thread runs GC passes in a
- * loop meanwhile. Then every key is read back, through this handle and through a fresh one
- * after another GC pass (no in-process pins left).
+ * loop meanwhile (the compaction filter waits, once, for two of them past the minimum age, so
+ * they overlap the job on any machine). Then every key is read back, through this handle and
+ * through a fresh one after another GC pass (no in-process pins left).
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -84,10 +85,13 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+#define GC_MIN_AGE_MS 10
+
 struct gc_loop {
     od_db *db;
     pthread_mutex_t mu;
     int stop, passes, failures;
+    int met; /* meet_gc_filter has been called */
     od_err last;
 };
 
@@ -112,6 +116,35 @@ static void *gc_thread(void *arg)
     return NULL;
 }
 
+/* The compaction filter: on its first call (the job is recorded, its merge has begun) it
+ * waits until 3 x gc_min_age_ms have passed and then two more GC passes have completed, so
+ * GC really runs against the job's recorded state however the threads are scheduled
+ * (deadline 30 s); every later call passes straight through. Keeps every entry. */
+static int meet_gc_filter(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen, int64_t now)
+{
+    (void)key, (void)klen, (void)val, (void)vlen, (void)now;
+    struct gc_loop *g = ctx;
+    pthread_mutex_lock(&g->mu);
+    int first = !g->met;
+    g->met = 1;
+    pthread_mutex_unlock(&g->mu);
+    if (!first) return 0;
+    int64_t t0 = now_ms();
+    struct timespec ts = {0, 1000000};
+    while (now_ms() - t0 < 3 * GC_MIN_AGE_MS) nanosleep(&ts, NULL);
+    pthread_mutex_lock(&g->mu);
+    int p0 = g->passes;
+    pthread_mutex_unlock(&g->mu);
+    for (;;) {
+        pthread_mutex_lock(&g->mu);
+        int p = g->passes;
+        pthread_mutex_unlock(&g->mu);
+        if (p >= p0 + 2 || now_ms() - t0 > 30000) break;
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 static void test_slow_compaction_with_gc(void **state)
 {
     (void)state;
@@ -120,9 +153,14 @@ static void test_slow_compaction_with_gc(void **state)
     od_db_options_init(&o);
     o.compactor = 0;
     o.gc_interval_ms = 0;
-    o.gc_min_age_ms = 10;
+    o.gc_min_age_ms = GC_MIN_AGE_MS;
     o.flush_interval_ms = 2;
     o.compaction_output_bytes = 64u << 10;
+    struct gc_loop g;
+    memset(&g, 0, sizeof g);
+    pthread_mutex_init(&g.mu, NULL);
+    o.compaction_filter = meet_gc_filter;
+    o.compaction_filter_ctx = &g;
     int n = 800; /* not scaled: the job must outlast several GC passes (~1 s in all) */
     /* mem:// objects live while a handle is open: hold one across the reopen below */
     od_store *keep;
@@ -135,10 +173,7 @@ static void test_slow_compaction_with_gc(void **state)
     assert_int_equal(before.l0_count, 4);
     check_all(db, 4, n);
 
-    struct gc_loop g;
-    memset(&g, 0, sizeof g);
     g.db = db;
-    pthread_mutex_init(&g.mu, NULL);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, gc_thread, &g), 0);
     int64_t t0 = now_ms();
@@ -153,6 +188,7 @@ static void test_slow_compaction_with_gc(void **state)
     /* the scenario really happened: the job outlived the minimum age many times over, and GC
      * passes ran (and collected) while it did */
     assert_true(took > 5 * (int64_t)o.gc_min_age_ms);
+    assert_true(g.met);
     assert_true(g.passes >= 2);
     od_db_stats after;
     od_db_get_stats(db, &after);

@@ -7,7 +7,8 @@
  * keys whose prefixes tie (common prefixes, keys shorter than 8 bytes, zero bytes that look
  * like the zero padding) get their own rounds, a large memtable exercises the sliding window
  * of searches and tall nodes, a reader thread checks that it only ever sees complete nodes in
- * order while a writer inserts batches, and the fault hook (od_mt_test_fail_after) shows that
+ * order while a writer inserts batches (the writer waits for one more scan every 10 batches,
+ * so the two overlap on any machine), and the fault hook (od_mt_test_fail_after) shows that
  * a failed insert leaves a consistent prefix of the batch.
  */
 #include <pthread.h>
@@ -23,6 +24,7 @@
 #include <cmocka.h>
 
 #include "lsm/memtable.h"
+#include "od_testutil.h"
 
 static double scale(void)
 {
@@ -249,7 +251,7 @@ struct rd_ctx {
     _Atomic int stop;
     _Atomic uint64_t published; /* the writer's last complete batch (like visible_seq) */
     int bad;
-    uint64_t scans;
+    _Atomic uint64_t scans;
 };
 
 /* value of (key, seq): the key bytes followed by the seq, so a reader can check a node */
@@ -291,7 +293,7 @@ static void *reader_main(void *arg)
         }
         /* everything published before the scan began is there */
         if (seen_visible < vis * 200) c->bad = 1;
-        c->scans++;
+        atomic_fetch_add(&c->scans, 1);
     }
     return NULL;
 }
@@ -309,7 +311,15 @@ static void test_concurrent_reader(void **state)
     od_mt_op ops[BS];
     uint64_t batches = (uint64_t)(150 * scale());
     if (batches < 30) batches = 30;
+    /* every 10 batches the writer lets the reader finish one more scan, so scans really run
+     * beside the growing memtable however the two threads are scheduled (30 s deadline) */
+    int64_t deadline = od_test_mono_ms() + 30000;
+    uint64_t scans_seen = 0;
     for (uint64_t seq = 1; seq <= batches; seq++) {
+        if (seq % 10 == 1) {
+            while (atomic_load(&c.scans) <= scans_seen && od_test_mono_ms() < deadline) od_test_sleep_ms(1);
+            scans_seen = atomic_load(&c.scans);
+        }
         for (size_t i = 0; i < BS; i++) {
             /* distinct keys per batch, in random order, sharing prefixes with other batches */
             int kl = snprintf(keys[i], sizeof keys[i], "k%04llu%06llu", (unsigned long long)(rnd() % 10000),
@@ -324,7 +334,7 @@ static void test_concurrent_reader(void **state)
     atomic_store(&c.stop, 1);
     pthread_join(th, NULL);
     assert_int_equal(c.bad, 0);
-    assert_true(c.scans > 0);
+    assert_true(atomic_load(&c.scans) >= (batches + 9) / 10); /* the waits above did not time out */
     assert_int_equal(od_mt_count(c.m), batches * BS);
     od_mt_unref(c.m);
 }

@@ -6,8 +6,9 @@
  * appears, while od_db_inspect walks that copy: both must serialise on the same lock, or
  * inspect reads freed collection descriptors (ASan: heap-use-after-free). A writer keeps
  * committing new manifest versions (memtable flushes) while one thread refreshes the
- * follower and another inspects it; every inspect must return well-formed JSON, and the
- * follower must end up seeing every acknowledged key.
+ * follower and another inspects it (both have run before the first commit, so they overlap
+ * the commits however the threads are scheduled); every inspect must return well-formed
+ * JSON, and the follower must end up seeing every acknowledged key.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -23,6 +24,7 @@
 #include <cmocka.h>
 
 #include "lsm/od_db.h"
+#include "od_testutil.h"
 
 static double scale(void)
 {
@@ -34,7 +36,7 @@ static double scale(void)
 typedef struct shared {
     od_db *ro;
     atomic_int stop;
-    atomic_int inspects, bad;
+    atomic_int inspects, refreshes, bad;
 } shared;
 
 static void *inspector(void *arg)
@@ -57,6 +59,7 @@ static void *refresher(void *arg)
     while (!atomic_load(&sh->stop)) {
         od_err err;
         if (od_db_refresh(sh->ro, &err) != OD_OK) atomic_fetch_add(&sh->bad, 1);
+        atomic_fetch_add(&sh->refreshes, 1);
     }
     return NULL;
 }
@@ -84,6 +87,14 @@ static void test_refresh_vs_inspect(void **state)
     assert_int_equal(pthread_create(&a, NULL, inspector, &sh), 0);
     assert_int_equal(pthread_create(&b, NULL, refresher, &sh), 0);
 
+    /* both threads are running before the writer starts committing versions, so the rounds
+     * below overlap with them however the threads are scheduled */
+    for (int64_t t0 = od_test_mono_ms();
+         (!atomic_load(&sh.inspects) || !atomic_load(&sh.refreshes)) && od_test_mono_ms() - t0 < 30000;)
+        od_test_sleep_ms(1);
+    assert_true(atomic_load(&sh.inspects) > 0);
+    assert_true(atomic_load(&sh.refreshes) > 0);
+    int inspects0 = atomic_load(&sh.inspects), refreshes0 = atomic_load(&sh.refreshes);
     int rounds = (int)(60 * scale());
     if (rounds < 10) rounds = 10;
     for (int r = 0; r < rounds; r++) {
@@ -101,7 +112,8 @@ static void test_refresh_vs_inspect(void **state)
     pthread_join(a, NULL);
     pthread_join(b, NULL);
     assert_int_equal(atomic_load(&sh.bad), 0);
-    assert_true(atomic_load(&sh.inspects) > 0);
+    printf("%d inspects and %d refreshes during %d commits\n", atomic_load(&sh.inspects) - inspects0,
+           atomic_load(&sh.refreshes) - refreshes0, rounds);
 
     assert_int_equal(od_db_refresh(sh.ro, &err), OD_OK);
     for (int r = 0; r < rounds; r++) {

@@ -5,12 +5,14 @@
  * flush_interval_ms, or at once when the previous WAL PUT started at least flush_interval_ms
  * ago. So:
  *   - an isolated durable write on an idle handle is acknowledged long before the interval
- *     (1.2 s interval here: it must complete in under half of it), and so is the next one after
- *     another idle interval;
+ *     (2 s interval here: it must complete in under half of it, a margin no loaded machine
+ *     needs for one tiny PUT to mem://), and so is the next one after another idle interval;
  *   - a durable write right behind another one waits for the interval (PUTs still start at
  *     most once per interval);
  *   - under a continuous load of writes, WAL PUTs stay at ≤ 1 per interval (counted with
- *     od_db_get_stats' wal_flushes and the store's PUT requests).
+ *     od_db_get_stats' wal_flushes and the store's PUT requests). The rule spaces PUT starts at
+ *     least an interval apart, so scheduling delays only make PUTs rarer: the bound is the
+ *     elapsed time (measured around the whole window) over the interval, plus one.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -59,7 +61,7 @@ static void test_idle_durable_write_is_not_delayed(void **state)
     (void)state;
     od_db_options o;
     od_db_options_init(&o);
-    o.flush_interval_ms = 1200;
+    o.flush_interval_ms = 2000;
     o.gc_interval_ms = 0;
     od_db *db;
     od_err e;
@@ -68,21 +70,21 @@ static void test_idle_durable_write_is_not_delayed(void **state)
     double t0 = now_s();
     put_one(db, 1, 1);
     double first = now_s() - t0;
-    assert_true(first < 0.6); /* was ≥ 1.2 s: the whole interval */
+    assert_true(first < 1.0); /* was ≥ 2 s: the whole interval */
 
     /* right behind it: the PUT waits for the interval since the previous one started */
     t0 = now_s();
     put_one(db, 2, 1);
     double second = now_s() - t0;
-    assert_true(second > 0.6);
+    assert_true(second > 1.0); /* the PUT waits until 2 s after the first one started */
 
     /* idle for an interval again: the next durable write goes out at once */
-    struct timespec ts = {1, 300000000};
+    struct timespec ts = {2, 100000000};
     nanosleep(&ts, NULL);
     t0 = now_s();
     put_one(db, 3, 1);
     double third = now_s() - t0;
-    assert_true(third < 0.6);
+    assert_true(third < 1.0);
 
     od_db_stats st;
     od_db_get_stats(db, &st);
@@ -137,6 +139,7 @@ static void test_load_keeps_one_put_per_interval(void **state)
     o.compactor = 0;
     od_db *db;
     assert_int_equal(od_db_open_store(s, &o, &db, &e), OD_OK);
+    double t0 = now_s(); /* the counting window: from before the first counts ... */
     od_db_stats st0;
     od_db_get_stats(db, &st0);
     od_store_stats ss0;
@@ -146,17 +149,16 @@ static void test_load_keeps_one_put_per_interval(void **state)
     pthread_t th;
     double secs = 1.5 * scale();
     if (secs < 1.0) secs = 1.0;
-    double t0 = now_s();
     assert_int_equal(pthread_create(&th, NULL, writer_main, &c), 0);
     struct timespec ts = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};
     nanosleep(&ts, NULL);
     atomic_store(&c.stop, 1);
     pthread_join(th, NULL);
-    double elapsed = now_s() - t0;
     od_db_stats st;
     od_db_get_stats(db, &st);
     od_store_stats ss;
     od_store_get_stats(s, &ss);
+    double elapsed = now_s() - t0; /* ... to after the last ones */
     uint64_t flushes = st.wal_flushes - st0.wal_flushes;
     uint64_t puts = ss.requests[OD_REQ_PUT] - ss0.requests[OD_REQ_PUT];
     assert_true(c.writes > 100);

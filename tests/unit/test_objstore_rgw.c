@@ -263,7 +263,10 @@ static void test_wrong_secret(void **state)
     assert_null(s);
     assert_non_null(strstr(e.msg, "SignatureDoesNotMatch"));
     assert_null(strstr(e.msg, bad));
-    assert_true(dt < 2.0);
+    /* not retried: the retry layer would say "failed after N attempts"; the time bound only
+     * guards against a hang (radosgw on a loaded 2-core machine answers slowly) */
+    assert_null(strstr(e.msg, "attempts"));
+    assert_true(dt < 10.0);
     free(uri);
 
     /* without the probe: the first request fails with OD_AUTH, and is not retried */
@@ -273,7 +276,7 @@ static void test_wrong_secret(void **state)
     t0 = now_s();
     rc = od_store_get(s, "k", &b, NULL, &e);
     assert_int_equal(rc, OD_AUTH);
-    assert_true(now_s() - t0 < 1.0);
+    assert_true(now_s() - t0 < 10.0); /* a hang guard; the request counts below show no retry */
     rc = od_store_put(s, "k", "v", 1, OD_PUT_ALWAYS, NULL, NULL, &e);
     assert_int_equal(rc, OD_AUTH);
     od_store_stats st;

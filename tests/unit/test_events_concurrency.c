@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "../../core/eventstore/od_eventstore.h"
+#include "od_testutil.h"
 
 static double scale(void)
 {
@@ -232,13 +233,17 @@ static void test_threads(void **state)
 
 /* ---------------------------------------------------------------- processes */
 
+/* A child: `sessions` sessions, and more (up to 30 s) until it has had an append
+ * acknowledged — on a loaded machine its few sessions may all be fenced or fail to open
+ * before their first append, and a run without acknowledgements would check nothing. */
 static void child_main(const char *uri, const char *side, int id, int sessions, int per_session)
 {
     int fd = open(side, O_WRONLY | O_APPEND);
     if (fd < 0) _exit(3);
     uint64_t rs = 0x9E37ULL * (uint64_t)(id + 7);
-    int n = 0;
-    for (int s = 0; s < sessions; s++) {
+    int n = 0, acked = 0;
+    const int64_t deadline = od_test_mono_ms() + 30000;
+    for (int s = 0; s < sessions || (!acked && od_test_mono_ms() < deadline); s++) {
         od_ev_options o;
         od_ev_options_init(&o);
         o.takeover = 1;
@@ -269,6 +274,7 @@ static void child_main(const char *uri, const char *side, int id, int sessions, 
             char line[96];
             int ll = snprintf(line, sizeof line, "%d %llu %s\n", k, (unsigned long long)seq, v);
             if (write(fd, line, (size_t)ll) != ll) _exit(3);
+            acked++;
         }
         od_ev_close(es, NULL);
     }

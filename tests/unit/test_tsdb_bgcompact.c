@@ -166,7 +166,7 @@ typedef struct reader {
     od_tsdb *t;
     int64_t committed; /* atomic: commits acknowledged so far */
     int stop;          /* atomic */
-    long views, rechecked;
+    long views, rechecked; /* atomic: views checked, and checked again after a pause */
     char fail[512];
 } reader;
 
@@ -185,10 +185,10 @@ static void *reader_main(void *arg)
         int64_t hi = __atomic_load_n(&rd->committed, __ATOMIC_ACQUIRE) + 1;
         int64_t K = check_view(r, lo, hi, rd->fail, sizeof rd->fail);
         if (K >= 0) {
-            rd->views++;
+            __atomic_add_fetch(&rd->views, 1, __ATOMIC_RELEASE);
             usleep(2000); /* let compaction and commits move on, then ask the SAME view again */
             int64_t K2 = check_view(r, K, K, rd->fail, sizeof rd->fail);
-            if (K2 >= 0) rd->rechecked++;
+            if (K2 >= 0) __atomic_add_fetch(&rd->rechecked, 1, __ATOMIC_RELEASE);
         }
         od_tsdb_read_close(r);
     }
@@ -244,11 +244,19 @@ static void test_background_merges_while_reading(void **st)
             assert_int_equal(od_tsdb_compact(t, &e), OD_OK);
         }
     }
-    /* the background thread catches up without any explicit call */
-    int ok = 0;
-    for (int w = 0; w < 2000 && !ok; w++) {
-        ok = merged_enough(t, commits);
-        if (!ok) usleep(10000);
+    /* the background thread catches up without any explicit call (up to 30 s: a loaded
+     * machine may not schedule it for a while); the readers go on meanwhile, and each must
+     * have checked (and rechecked) at least one view before they stop: they are not stopped
+     * before they have run, however late the scheduler lets them */
+    int ok = 0, readers_ran = 0;
+    const int64_t deadline = od_test_mono_ms() + 30000;
+    for (;;) {
+        if (!ok) ok = merged_enough(t, commits);
+        readers_ran = 1;
+        for (int i = 0; i < 2; i++)
+            if (__atomic_load_n(&rd[i].rechecked, __ATOMIC_ACQUIRE) == 0) readers_ran = 0;
+        if ((ok && readers_ran) || od_test_mono_ms() > deadline) break;
+        usleep(10000);
     }
     for (int i = 0; i < 2; i++) {
         __atomic_store_n(&rd[i].stop, 1, __ATOMIC_RELEASE);

@@ -178,13 +178,16 @@ static void test_background_merges_fragments_of_earlier_process(void **st)
     od_tsdb_info info;
     od_tsdb_get_info(t, &info);
     assert_int_equal(info.dirty_buckets, NBUCKETS); /* found at open */
-    /* wait (up to 10 s) for the merge, the work list to empty and the counters to settle */
+    /* wait (up to 30 s: a loaded machine may not schedule the thread for a while) for the
+     * merge, the work list to empty and the counters to settle */
     const uint64_t want = (uint64_t)NBUCKETS * NSERIES * (uint64_t)(ncommits() - 1);
     int merged = 0;
-    for (int i = 0; i < 1000; i++) {
+    const int64_t deadline = od_test_mono_ms() + 30000;
+    for (;;) {
         chunks_of(t, &merged);
         od_tsdb_get_info(t, &info);
         if (merged && info.dirty_buckets == 0 && info.bg_merged == want) break;
+        if (od_test_mono_ms() > deadline) break;
         usleep(10000);
     }
     assert_true(merged);
@@ -282,14 +285,17 @@ static void test_race_leaves_no_unrecorded_fragments(void **st)
     od_tsdb_info info;
     int64_t deadline = od_test_mono_ms() + 30000;
     /* at least `rounds` batches, and on until the merge thread has merged something (a
-     * loaded machine may not schedule it during the first few hundred commits) */
+     * loaded machine may not schedule it during the first few hundred commits). k stays
+     * below BUCKET_MS / 1000 so every sample stays in its bucket: past MAXK the writer only
+     * waits (up to the deadline) for the merge thread, which still has work then. */
+    enum { MAXK = 3000 };
     for (int k = 1;; k++) {
-        commit(t, k);
+        if (k <= MAXK) commit(t, k);
+        else usleep(2000);
         if (k % 3 == 0) usleep(500); /* let the merge catch some batches mid-round */
         if (k < rounds) continue;
         od_tsdb_get_info(t, &info);
-        /* k stays below BUCKET_MS / 1000 so every sample stays in its bucket */
-        if (info.bg_merged > 0 || od_test_mono_ms() > deadline || k >= 3000) break;
+        if (info.bg_merged > 0 || od_test_mono_ms() > deadline) break;
     }
     assert_true(info.bg_merged > 0); /* the race was exercised */
     assert_int_equal(od_tsdb_close(t, &e), OD_OK);

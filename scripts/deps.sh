@@ -14,7 +14,8 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 missing=""
 for p in $DEBS; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  if [[ "$status" != *"install ok installed"* ]]; then
     missing="$missing $p"
   fi
 done

@@ -24,11 +24,6 @@
 #include "od_lsmtest.h"
 #include "od_testutil.h"
 
-double od_lsmtest_scale(void)
-{
-    return od_test_scale();
-}
-
 void od_lsmtest_tool_path(const char *argv0, const char *name, char *out, size_t n)
 {
     const char *slash = strrchr(argv0, '/');

@@ -18,9 +18,6 @@
 
 #include "lsm/od_db.h"
 
-/* OD_TEST_SCALE (default 1). */
-double od_lsmtest_scale(void);
-
 /* Model-based randomized test: `steps` random batches (puts, deletes, TTL puts), gets, scans,
  * flushes, compactions, reopens, snapshots and read-only followers, each checked against an
  * in-memory reference. OD_TEST_SEED fixes the seed (printed on start). */

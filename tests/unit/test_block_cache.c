@@ -16,13 +16,7 @@
 
 #include "lsm/od_db.h"
 #include "lsm/od_sst.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
+#include "od_testutil.h"
 
 /* A block whose bytes are a function of (id, off, i), so any mix-up is visible. */
 static uint8_t pattern(uint64_t id, uint64_t off, size_t i) { return (uint8_t)(id * 31 + off * 7 + i * 13 + (i >> 8)); }
@@ -215,7 +209,7 @@ static void test_concurrent(void **state)
     enum { NT = 4 };
     pthread_t th[NT];
     targ a[NT];
-    size_t ops = (size_t)(200000 * scale());
+    size_t ops = (size_t)(200000 * od_test_scale());
     for (int i = 0; i < NT; i++) {
         a[i] = (targ){c, 0x1234567ull * (uint64_t)(i + 1), ops, 0, 0};
         assert_int_equal(pthread_create(&th[i], NULL, worker, &a[i]), 0);

@@ -29,13 +29,6 @@
 #include "../../core/eventstore/od_eventstore.h"
 #include "od_testutil.h"
 
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
-
 #define NKEYS 3
 static const char *KEYS[NKEYS] = {"shared/a", "shared/b", "shared/c"};
 
@@ -208,7 +201,7 @@ static void test_threads(void **state)
     pthread_t th[T];
     tctx ctx[T];
     acklist acks = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    int iters = (int)(150 * scale());
+    int iters = (int)(150 * od_test_scale());
     if (iters < 10) iters = 10;
     for (int i = 0; i < T; i++) {
         ctx[i] = (tctx){.es = es, .acks = &acks, .id = i, .iters = iters};
@@ -299,7 +292,7 @@ static void test_processes(void **state)
     assert_int_equal(od_ev_open(uri, NULL, &es, &err), OD_OK);
     assert_int_equal(od_ev_close(es, &err), OD_OK);
     enum { P = 3 };
-    int sessions = (int)(10 * scale());
+    int sessions = (int)(10 * od_test_scale());
     if (sessions < 2) sessions = 2;
     pid_t pids[P];
     for (int i = 0; i < P; i++) {

@@ -30,13 +30,6 @@
 static const char *KEYS[NKEYS] = {"crash/a", "crash/b", "crash/c", "crash/d"};
 static char child_path[4096];
 
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
-
 typedef struct ack {
     int key;
     unsigned long long seq;
@@ -51,7 +44,7 @@ static void test_crash(void **state)
     char uri[128], side[128];
     snprintf(uri, sizeof uri, "%s/store", dir);
     snprintf(side, sizeof side, "%s/acks", dir);
-    int rounds = (int)(8 * scale());
+    int rounds = (int)(8 * od_test_scale());
     if (rounds < 3) rounds = 3;
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     for (int r = 0; r < rounds; r++) {

@@ -15,13 +15,7 @@
 #include <cmocka.h>
 
 #include "../../core/eventstore/es_int.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
+#include "od_testutil.h"
 
 static uint64_t rng = 88172645463325252ULL;
 static uint64_t rnd(void)
@@ -52,7 +46,7 @@ static int bytecmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
 static void test_escape_order_and_prefix_free(void **state)
 {
     (void)state;
-    int iters = (int)(20000 * scale());
+    int iters = (int)(20000 * od_test_scale());
     od_buf a = {0}, b = {0}, dk = {0};
     for (int i = 0; i < iters; i++) {
         uint8_t ka[12], kb[12];
@@ -138,7 +132,7 @@ static void test_prefix_successor(void **state)
 static void test_record_roundtrip(void **state)
 {
     (void)state;
-    int iters = (int)(5000 * scale());
+    int iters = (int)(5000 * od_test_scale());
     od_buf b = {0};
     for (int i = 0; i < iters; i++) {
         uint8_t names[8][6], vals[8][9], value[300];
@@ -248,7 +242,7 @@ static void test_lru_model(void **state)
     uint64_t val[KEYS] = {0}, stamp[KEYS] = {0}, now = 0;
     int present[KEYS] = {0}; /* in the reference LRU */
     size_t ncached = 0;
-    int iters = (int)(50000 * scale());
+    int iters = (int)(50000 * od_test_scale());
     for (int i = 0; i < iters; i++) {
         unsigned k = (unsigned)(rnd() % KEYS);
         char key[16];

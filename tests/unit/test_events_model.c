@@ -22,13 +22,7 @@
 #include <cmocka.h>
 
 #include "../../core/eventstore/od_eventstore.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
+#include "od_testutil.h"
 
 static uint64_t rng;
 static uint64_t rnd(void)
@@ -395,7 +389,7 @@ static void test_model(void **state)
     snprintf(uri, sizeof uri, "%s/store", dir);
     memset(model, 0, sizeof model);
     open_store();
-    int steps = (int)(5000 * scale());
+    int steps = (int)(5000 * od_test_scale());
     uint64_t producer_seq = 0;
     for (int step = 0; step < steps; step++) {
         int64_t now = now_ms();

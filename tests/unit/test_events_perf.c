@@ -27,13 +27,7 @@
 
 #include "../../core/eventstore/es_int.h"
 #include "../../core/util/od_coding.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
+#include "od_testutil.h"
 
 static uint64_t rs = 0x9E3779B97F4A7C15ULL;
 static uint64_t rnd(void)
@@ -66,7 +60,7 @@ static void test_lru_long_keys_model(void **state)
     uint64_t val[LKEYS] = {0}, stamp[LKEYS] = {0}, now = 0;
     int present[LKEYS] = {0}, exists[LKEYS] = {0};
     size_t ncached = 0;
-    int iters = (int)(60000 * scale());
+    int iters = (int)(60000 * od_test_scale());
     for (int it = 0; it < iters; it++) {
         unsigned k = (unsigned)(rnd() % LKEYS);
         uint8_t key[64];
@@ -205,7 +199,7 @@ static void test_batched_lookup_model(void **state)
     const char *names[2] = {"small-cache", "large-cache"};
     const size_t caches[2] = {3, 100000};
     od_eventstore *es[2] = {open_store(names[0], caches[0]), open_store(names[1], caches[1])};
-    int rounds = (int)(200 * scale());
+    int rounds = (int)(200 * od_test_scale());
     od_ev_rec_in in[MAXB];
     uint64_t seqs[MAXB];
     char vals[MAXB][16];
@@ -321,7 +315,7 @@ static void test_encoders_bytes(void **state)
 {
     (void)state;
     od_buf got = {0}, ref = {0};
-    int iters = (int)(3000 * scale());
+    int iters = (int)(3000 * od_test_scale());
     for (int it = 0; it < iters; it++) {
         uint8_t key[80];
         size_t kl = (size_t)(rnd() % sizeof key);

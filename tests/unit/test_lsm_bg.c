@@ -105,7 +105,7 @@ static void test_flush_during_compaction(void **state)
 
     /* ~2 MiB of writes: 60+ memtables of 32 KiB, far beyond the 8 immutable memtables at
      * which writers stall, all while the compaction is held */
-    int n = 400 + (int)(16000 * od_lsmtest_scale());
+    int n = 400 + (int)(16000 * od_test_scale());
     struct writer w = {db, 400, n, PTHREAD_MUTEX_INITIALIZER, 0, 0, {0}};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, writer_thread, &w), 0);

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "od_lsmtest.h"
+#include "od_testutil.h"
 
 static char child_path[4096];
 
@@ -41,7 +42,7 @@ static void test_crash(void **state)
     char uri[128], side[160];
     snprintf(uri, sizeof uri, "file://%s/store", dir);
     snprintf(side, sizeof side, "%s/acks", dir);
-    double sc = od_lsmtest_scale();
+    double sc = od_test_scale();
     int kills = (int)(100 * sc);
     if (kills < 25) kills = 25;
     if (sc >= 1 && kills < 100) kills = 100;

@@ -23,6 +23,7 @@
 
 #include "lsm/od_db.h"
 #include "objstore/od_faulty.h"
+#include "od_testutil.h"
 
 /* fault rates of the first test (strings, spliced into the URI) */
 #ifndef ER
@@ -31,13 +32,6 @@
 #ifndef AR
 #define AR "0.1"
 #endif
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
 
 static void kv(long n, char *k, size_t kn, char *v, size_t vn)
 {
@@ -113,7 +107,7 @@ static void test_faults_absorbed(void **state)
     for (long k = 0; k < 5000; k++) latest[k] = -1;
     od_db *db;
     open_retry(s, &db);
-    long batches = (long)(3000 * scale()), acked = 0, failed = 0;
+    long batches = (long)(3000 * od_test_scale()), acked = 0, failed = 0;
     od_batch *b = od_batch_new();
     assert_non_null(b);
     for (long n = 0; n < batches; n++) {

@@ -228,7 +228,7 @@ static void check_manifest_complete(od_store *s)
 
 static int nkeys_scaled(int n)
 {
-    int k = (int)(n * od_lsmtest_scale());
+    int k = (int)(n * od_test_scale());
     return k < 10 ? 10 : k;
 }
 

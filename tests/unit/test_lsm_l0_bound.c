@@ -169,7 +169,7 @@ static void test_held_compaction(void **state)
 
     /* ~1 MiB at scale 0.25: 30+ memtables of 32 KiB, far beyond the 6 L0 collections plus
      * the 8 waiting memtables at which writers stall */
-    int n = 8000 + (int)(12000 * od_lsmtest_scale());
+    int n = 8000 + (int)(12000 * od_test_scale());
     int *model = calloc((size_t)n, sizeof *model);
     assert_non_null(model);
 
@@ -338,7 +338,7 @@ static void test_no_compactor(void **state)
     oc.flush_interval_ms = 5;
     od_db *c;
     assert_int_equal(od_db_open(uri, &oc, &c, &err), OD_OK);
-    int more = i + 200 + (int)(400 * od_lsmtest_scale());
+    int more = i + 200 + (int)(400 * od_test_scale());
     for (; i < more; i++) {
         rc = put_one(db, i, 0, &err);
         /* the compactor may need a moment (each refusal waited write_stall_timeout_ms); the

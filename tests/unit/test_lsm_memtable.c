@@ -26,13 +26,6 @@
 #include "lsm/memtable.h"
 #include "od_testutil.h"
 
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
-
 static uint64_t rnd_state = 88172645463325252ull;
 static uint64_t rnd(void)
 {
@@ -164,7 +157,7 @@ static void test_short_and_zero_byte_keys(void **state)
 static void test_large_random_batches(void **state)
 {
     (void)state;
-    size_t total = (size_t)(40000 * scale());
+    size_t total = (size_t)(40000 * od_test_scale());
     if (total < 4000) total = 4000;
     od_memtable *a = od_mt_new(), *b = od_mt_new();
     assert_non_null(a);
@@ -309,7 +302,7 @@ static void test_concurrent_reader(void **state)
     static char keys[BS][24];
     static char vals[BS][64];
     od_mt_op ops[BS];
-    uint64_t batches = (uint64_t)(150 * scale());
+    uint64_t batches = (uint64_t)(150 * od_test_scale());
     if (batches < 30) batches = 30;
     /* every 10 batches the writer lets the reader finish one more scan, so scans really run
      * beside the growing memtable however the two threads are scheduled (30 s deadline) */

@@ -26,6 +26,7 @@
 
 #include "lsm/od_db.h"
 #include "od_lsmtest.h"
+#include "od_testutil.h"
 
 static void open_db(const char *uri, od_db **db, int read_only)
 {
@@ -58,7 +59,7 @@ static void test_model_mem(void **state)
     od_store *keep; /* a mem:// store lives while a handle is open: keep it across reopens */
     od_err err;
     assert_int_equal(od_store_open(uri, &keep, &err), OD_OK);
-    od_lsmtest_model(uri, (int)(6000 * od_lsmtest_scale()));
+    od_lsmtest_model(uri, (int)(6000 * od_test_scale()));
     od_store_close(keep);
 }
 
@@ -69,7 +70,7 @@ static void test_model_file(void **state)
     assert_non_null(mkdtemp(dir));
     char uri[128];
     snprintf(uri, sizeof uri, "file://%s", dir);
-    od_lsmtest_model(uri, (int)(6000 * od_lsmtest_scale()));
+    od_lsmtest_model(uri, (int)(6000 * od_test_scale()));
     nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 

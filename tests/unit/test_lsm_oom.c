@@ -25,13 +25,7 @@
 
 #include "lsm/lsm_int.h"
 #include "lsm/od_db.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
+#include "od_testutil.h"
 
 enum { NOPS = 50 };
 
@@ -101,7 +95,7 @@ static void open_db(od_store *s, uint32_t interval_ms, od_db **db)
 static void test_failed_insert_is_not_written(void **state)
 {
     (void)state;
-    int rounds = (int)(6 * scale());
+    int rounds = (int)(6 * od_test_scale());
     if (rounds < 2) rounds = 2;
     od_batch *b = od_batch_new();
     assert_non_null(b);

@@ -26,13 +26,6 @@
 #include "lsm/od_db.h"
 #include "od_testutil.h"
 
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
-
 typedef struct shared {
     od_db *ro;
     atomic_int stop;
@@ -95,7 +88,7 @@ static void test_refresh_vs_inspect(void **state)
     assert_true(atomic_load(&sh.inspects) > 0);
     assert_true(atomic_load(&sh.refreshes) > 0);
     int inspects0 = atomic_load(&sh.inspects), refreshes0 = atomic_load(&sh.refreshes);
-    int rounds = (int)(60 * scale());
+    int rounds = (int)(60 * od_test_scale());
     if (rounds < 10) rounds = 10;
     for (int r = 0; r < rounds; r++) {
         od_batch *bt = od_batch_new();

@@ -23,13 +23,6 @@
 #include "lsm/od_db.h"
 #include "od_testutil.h"
 
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
-
 static void write_keys(od_db *db, int from, int to)
 {
     od_batch *b = od_batch_new();
@@ -57,7 +50,7 @@ static void run(const char *uri)
     o.block_cache_bytes = 1; /* (nearly) nothing cached: blocks come from the store */
     od_db *db;
     assert_int_equal(od_db_open(uri, &o, &db, &err), OD_OK);
-    int per = (int)(400 * scale());
+    int per = (int)(400 * od_test_scale());
     if (per < 50) per = 50;
     int nflush = 3, n = per * nflush;
     for (int r = 0; r < nflush; r++) {

@@ -31,6 +31,7 @@
 #include "lsm/od_db.h"
 #include "od_lsmtest.h"
 #include "od_s3test.h"
+#include "od_testutil.h"
 
 static char child_path[4096];
 
@@ -97,7 +98,7 @@ static void test_crash(void **state)
     int fd = mkstemp(side);
     assert_true(fd >= 0);
     close(fd);
-    int kills = (int)(20 * od_lsmtest_scale());
+    int kills = (int)(20 * od_test_scale());
     if (kills < 10) kills = 10;
     od_lsmtest_crash(child_path, uri, side, kills, 400); /* opening on S3 takes longer: later kills */
     unlink(side);
@@ -108,7 +109,7 @@ static void test_model(void **state)
 {
     (void)state;
     char *uri = od_s3test_uri("model", NULL);
-    int steps = (int)(1200 * od_lsmtest_scale());
+    int steps = (int)(1200 * od_test_scale());
     od_lsmtest_model(uri, steps < 300 ? 300 : steps);
     free(uri);
 }

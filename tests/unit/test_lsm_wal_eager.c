@@ -28,13 +28,7 @@
 #include <cmocka.h>
 
 #include "lsm/od_db.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
+#include "od_testutil.h"
 
 static double now_s(void)
 {
@@ -147,7 +141,7 @@ static void test_load_keeps_one_put_per_interval(void **state)
 
     struct load_ctx c = {.db = db};
     pthread_t th;
-    double secs = 1.5 * scale();
+    double secs = 1.5 * od_test_scale();
     if (secs < 1.0) secs = 1.0;
     assert_int_equal(pthread_create(&th, NULL, writer_main, &c), 0);
     struct timespec ts = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};

@@ -19,13 +19,7 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 
 #include "promql/od_promql.h"
-
-static double test_scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
+#include "od_testutil.h"
 
 static char *print_of(const char *q)
 {
@@ -292,7 +286,7 @@ static void gen(char *b, size_t cap, int depth)
 static void test_random_round_trips(void **state)
 {
     (void)state;
-    int n = (int)(400 * test_scale());
+    int n = (int)(400 * od_test_scale());
     for (int i = 0; i < n; i++) {
         char q[4096];
         gen(q, sizeof q, 0);
@@ -335,7 +329,7 @@ static void test_fuzz_parse_eval(void **state)
     od_promql_opts o = {0};
     o.max_samples = 200000;
     o.timeout_ms = 2000;
-    int n = (int)(3000 * test_scale()), parsed = 0, evaluated = 0;
+    int n = (int)(3000 * od_test_scale()), parsed = 0, evaluated = 0;
     size_t nf = sizeof frag / sizeof frag[0];
     for (int it = 0; it < n; it++) {
         char q[512];

@@ -26,16 +26,11 @@
 #include "util/od_crc32c.h"
 #include "lsm/od_db.h"
 #include "lsm/od_sst.h"
+#include "od_testutil.h"
 
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double v = s ? atof(s) : 1.0;
-    return v > 0 ? v : 1.0;
-}
 static size_t scaled(size_t n, size_t min)
 {
-    size_t v = (size_t)((double)n * scale());
+    size_t v = (size_t)((double)n * od_test_scale());
     return v < min ? min : v;
 }
 
@@ -981,7 +976,7 @@ static void test_corrupt_flip(void **state)
         assert_int_equal(damaged_ok(obj.data, obj.len, &m, 0, 1), 0); /* intact: no error */
         uint8_t *copy = malloc(obj.len);
         assert_non_null(copy);
-        size_t step = scale() < 1 ? 2 : 1;
+        size_t step = od_test_scale() < 1 ? 2 : 1;
         for (size_t pos = compress; pos < obj.len; pos += step) {
             memcpy(copy, obj.data, obj.len);
             copy[pos] ^= (uint8_t)(1u << (pos % 8)) | (pos % 3 == 0 ? 0x80 : 0);

@@ -19,13 +19,7 @@
 #include "tsdb/tsdb_int.h"
 #include "util/od_coding.h"
 #include "util/od_crc32c.h"
-
-static double scale(void)
-{
-    const char *s = getenv("OD_TEST_SCALE");
-    double f = s ? atof(s) : 1.0;
-    return f > 0 ? f : 1.0;
-}
+#include "od_testutil.h"
 
 static uint64_t rng_state = 0x1234567887654321ULL;
 static uint64_t rnd(void)
@@ -141,7 +135,7 @@ static void test_chunk_timestamps(void **st)
 static void test_chunk_random(void **st)
 {
     (void)st;
-    int iters = (int)(200 * scale());
+    int iters = (int)(200 * od_test_scale());
     if (iters < 10) iters = 10;
     od_sample *s = malloc(2000 * sizeof *s);
     assert_non_null(s);
@@ -701,7 +695,7 @@ static void test_chunk_fuzz(void **st)
         if (m >= 0) seen |= 1u << ((m & 15) * 4 + (m >> 4));
     }
     assert_int_equal(seen, 0xff);
-    long iters = (long)(150000 * scale());
+    long iters = (long)(150000 * od_test_scale());
     if (iters < 2000) iters = 2000;
     long ok = 0, corrupt = 0;
     od_buf m = {0};
@@ -799,7 +793,7 @@ static void test_chunk_decimal_exact(void **st)
     static const double p10[] = {1, 10, 100, 1000, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
     static const double m10[] = {1, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9};
     rng_state = 0x0123456789abcdefULL;
-    int iters = (int)(400 * scale());
+    int iters = (int)(400 * od_test_scale());
     if (iters < 40) iters = 40;
     od_sample s[96];
     int taken = 0, small = 0;

@@ -7,8 +7,9 @@
  * last_l0_seq to the memtable's max seq and wal_replay_from to the WAL id that held the
  * batches after it; WAL replay then skips what L0 already has. A commit whose answer was lost
  * but which landed is recognised on the retry (last_l0_seq already covers the memtable).
- * The output is pinned (db->pins) from before its PUT until its commit is over: GC of this
- * handle keeps it however long the commit takes (gc.c).
+ * The output is pinned from before its PUT until its commit is over — in memory (db->pins)
+ * and by a pin object pin/<epoch>-<id>.pin in the store — so GC in this or any other process
+ * (a compactor process) keeps it however long the commit takes (gc.c).
  *
  * Compaction (od_compact_run): inputs are every L0 table plus the newest sorted runs whose
  * size is at most twice what is already selected (size-tiered); with force, everything.
@@ -42,6 +43,8 @@
 #include <sys/random.h>
 
 #include "lsm_int.h"
+#include "od_coding.h"
+#include "od_crc32c.h"
 
 static void new_sst_id(char *id, size_t n)
 {
@@ -141,9 +144,12 @@ static int l0_edit(void *ctx, od_manifest *m, od_err *err)
     return OD_OK;
 }
 
-/* Pin an L0 output (before its PUT) until its commit is over, so that GC of this handle keeps
- * it however slow the commit is (CAS conflicts, a slow store); gc.c reads the pins after
- * listing sst/ and before reading the manifest. */
+/* Pin an L0 output (before its PUT) until its commit is over, so that GC keeps it however
+ * slow the commit is (CAS conflicts, a slow store, a paused process): in this process by the
+ * in-memory pin (db->pins), in every process (a compactor process's GC) by the pin object
+ * pin/<epoch>-<id>.pin. Order: memory pin, pin object, collection PUT, commit, pin object
+ * DELETE, memory unpin; gc.c lists sst/, then pin/, then reads the memory pins, then the
+ * manifest, so a collection it lists is pinned or already committed (docs/architecture.md). */
 static void pin_add(od_db *db, od_sst_pin *p)
 {
     pthread_mutex_lock(&db->tmu);
@@ -161,6 +167,77 @@ static void pin_del(od_db *db, od_sst_pin *p)
             break;
         }
     pthread_mutex_unlock(&db->tmu);
+}
+
+/* The pin object (docs/formats.md): "ODPN" | version u8 (1) | 3 reserved | writer epoch u64 |
+ * writer id u64 | created_ms i64 | masked CRC32C u32 of the 32 bytes before it. GC reads only
+ * its key; the body says who wrote it, for people looking at a store. */
+#define PIN_BYTES 36
+
+static int pin_obj_put(od_db *db, const char *id, od_err *err)
+{
+    uint8_t p[PIN_BYTES];
+    memset(p, 0, sizeof p);
+    memcpy(p, "ODPN", 4);
+    p[4] = 1;
+    od_put_u64(p + 8, db->epoch);
+    od_put_u64(p + 16, db->writer_id);
+    od_put_u64(p + 24, (uint64_t)od_now_ms());
+    od_put_u32(p + 32, od_crc32c_mask(od_crc32c(p, 32)));
+    char key[96];
+    od_pin_key(key, sizeof key, db->epoch, id);
+    int rc = od_store_put(db->store, key, p, sizeof p, OD_PUT_ALWAYS, NULL, NULL, err);
+    if (rc) od_err_prefix(err, "flush: writing the pin object %s", key);
+    return rc;
+}
+
+/* Remember the key of a pin object whose DELETE failed (od_pin_retry deletes it later). Beyond
+ * PIN_LEFT_MAX (a store refusing every DELETE: each flush would retry them all) or out of
+ * memory it is dropped: this writer's GC, or once a newer writer opened anybody's, removes it. */
+#define PIN_LEFT_MAX 16
+
+static void pin_left_add(od_db *db, const char *key)
+{
+    char *k = strdup(key);
+    if (!k) return;
+    pthread_mutex_lock(&db->tmu);
+    char **nv = db->npin_left < PIN_LEFT_MAX ? realloc(db->pin_left, (db->npin_left + 1) * sizeof *nv) : NULL;
+    if (nv) {
+        db->pin_left = nv;
+        db->pin_left[db->npin_left++] = k;
+        k = NULL;
+    }
+    pthread_mutex_unlock(&db->tmu);
+    free(k);
+}
+
+/* Delete the pin object after the flush is over (committed, or failed). Best effort, but a
+ * failed DELETE is retried (od_pin_retry: after the next flush, and at close): a leftover pin of
+ * the current epoch would otherwise keep its collection from every compactor process's GC for
+ * the rest of this writer's life — after compaction merged it away too — while a writer next
+ * to a compactor process often runs no GC of its own (test_lsm_xproc_review_pins). */
+static void pin_obj_del(od_db *db, const char *id)
+{
+    char key[96];
+    od_err e;
+    od_pin_key(key, sizeof key, db->epoch, id);
+    if (od_store_delete(db->store, key, &e) != OD_OK) pin_left_add(db, key);
+}
+
+void od_pin_retry(od_db *db)
+{
+    pthread_mutex_lock(&db->tmu);
+    char **v = db->pin_left;
+    size_t n = db->npin_left;
+    db->pin_left = NULL;
+    db->npin_left = 0;
+    pthread_mutex_unlock(&db->tmu);
+    for (size_t i = 0; i < n; i++) {
+        od_err e;
+        if (od_store_delete(db->store, v[i], &e) != OD_OK) pin_left_add(db, v[i]);
+        free(v[i]);
+    }
+    free(v);
 }
 
 static int flush_one(od_db *db, od_memtable *imm, uint64_t replay_from, od_err *err)
@@ -191,8 +268,12 @@ static int flush_one(od_db *db, od_memtable *imm, uint64_t replay_from, od_err *
         if (rc == OD_OK) {
             new_sst_id(pin.id, sizeof pin.id);
             pin_add(db, &pin); /* before the PUT: GC may list the object as soon as it exists */
-            rc = od_table_build_and_put(db, b, &desc, pin.id, err);
-            if (rc) pin_del(db, &pin);
+            rc = pin_obj_put(db, pin.id, err); /* ... in any process */
+            if (rc == OD_OK) rc = od_table_build_and_put(db, b, &desc, pin.id, err);
+            if (rc) { /* the collection is garbage; a failed pin PUT may have landed all the same */
+                pin_obj_del(db, pin.id);
+                pin_del(db, &pin);
+            }
         }
         od_sst_builder_free(b);
         if (rc) return rc;
@@ -208,10 +289,15 @@ static int flush_one(od_db *db, od_memtable *imm, uint64_t replay_from, od_err *
     if (rc == OD_OK) rc = od_db_apply_manifest(db, &db->man, imm, err);
     pthread_mutex_unlock(&db->man_mu);
     if (have) {
-        pin_del(db, &pin); /* committed (GC's manifest read sees it), or failed (garbage) */
+        /* committed (GC's manifest read sees it), or failed (garbage): unpin, object first */
+        pin_obj_del(db, pin.id);
+        pin_del(db, &pin);
         od_sst_desc_free(&desc);
     }
-    if (rc == OD_OK) atomic_fetch_add(&db->st_mem_flushes, 1);
+    if (rc == OD_OK) {
+        atomic_fetch_add(&db->st_mem_flushes, 1);
+        od_pin_retry(db); /* the store answers again: pin objects whose DELETE failed before */
+    }
     return rc;
 }
 

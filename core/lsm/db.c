@@ -22,6 +22,14 @@
  * renewed_ms = 0 means released. Renewed every lease_ms/3 with put_if_match on our own
  * ETag: a failed match means somebody else wrote it (a newer writer): we are fenced.
  *
+ * Compactor lease "compactor-lease" (same format; epoch = compactor epoch): held by a compactor
+ * process (compactor_only), written before its open commits compactor_epoch+1, renewed by its
+ * lease thread, released by a clean close. A second compactor process is refused while it is
+ * live (unless takeover). A writer with compactor=1 leaves compaction to the holder while it is
+ * live — at open (no epoch bump) and after its own compaction was fenced — and takes compaction
+ * back (commit compactor_epoch+1 if the manifest still holds the epoch it saw before reading the
+ * lease; then resume any recorded job) once the lease is absent, released or expired.
+ *
  * Read path. Readers pin the current od_version (one short critical section on mu) and read
  * memtables newest first, then L0 newest first, then sorted runs, stopping at the first
  * entry of the key with seq ≤ the read seq.
@@ -40,6 +48,8 @@
 #include "od_crc32c.h"
 
 #define LEASE_KEY "lease"
+/* held by a compactor process (same format; epoch = its compactor epoch, writer_id = its id) */
+#define CLEASE_KEY "compactor-lease"
 #define LEASE_BYTES 52
 /* writers stall while this many memtables wait for their L0 flush */
 #define OD_MAX_IMM 8
@@ -435,16 +445,17 @@ static void lease_encode(const lease *l, uint8_t *p)
     od_put_u32(p + 48, od_crc32c_mask(od_crc32c(p, 48)));
 }
 
-static int lease_read(od_db *db, lease *l, char *etag, od_err *err)
+/* Read the lease object `key` (LEASE_KEY or CLEASE_KEY: the same format). */
+static int lease_read_key(od_db *db, const char *key, lease *l, char *etag, od_err *err)
 {
     od_buf b = {0};
     od_obj_meta meta;
-    int rc = od_store_get(db->store, LEASE_KEY, &b, &meta, err);
+    int rc = od_store_get(db->store, key, &b, &meta, err);
     if (rc == OD_OK) {
         const uint8_t *p = b.data;
         if (b.len != LEASE_BYTES || memcmp(p, "ODLS", 4) != 0 || p[4] != 1 ||
             od_crc32c_unmask(od_get_u32(p + 48)) != od_crc32c(p, 48)) {
-            rc = od_err_set(err, OD_CORRUPT, "db: lease object \"%s\" in %s is corrupt", LEASE_KEY,
+            rc = od_err_set(err, OD_CORRUPT, "db: lease object \"%s\" in %s is corrupt", key,
                             od_store_describe(db->store));
         } else {
             l->epoch = od_get_u64(p + 8);
@@ -456,6 +467,17 @@ static int lease_read(od_db *db, lease *l, char *etag, od_err *err)
     }
     od_buf_free(&b);
     return rc;
+}
+
+static int lease_read(od_db *db, lease *l, char *etag, od_err *err)
+{
+    return lease_read_key(db, LEASE_KEY, l, etag, err);
+}
+
+/* A lease that is held: renewed (not released) less than its lease_ms ago. */
+static int lease_live(const lease *l, int64_t now)
+{
+    return l->renewed_ms != 0 && now - l->renewed_ms < (int64_t)l->lease_ms;
 }
 
 /* Write our lease. mode: OD_PUT_ALWAYS at open/takeover, OD_PUT_IF_MATCH to renew. */
@@ -523,6 +545,74 @@ static void lease_renew(od_db *db)
         if (rc == OD_NOTFOUND) rc = lease_write(db, od_now_ms(), OD_PUT_IF_ABSENT, &e);
     }
     if (rc) db->lease_renewed_ms = od_now_ms() - (int64_t)db->o.lease_ms / 3 + 200; /* retry soon */
+}
+
+/* ---------------- compactor lease ---------------- */
+
+/* Write the compactor lease as ours (our compactor epoch and id). mode: OD_PUT_ALWAYS when a
+ * compactor process opens, OD_PUT_IF_MATCH (on clease_etag) to renew or release. */
+static int clease_write(od_db *db, int64_t renewed_ms, od_put_mode mode, od_err *err)
+{
+    lease l = {atomic_load(&db->compactor_epoch), db->writer_id, renewed_ms, db->o.lease_ms};
+    uint8_t p[LEASE_BYTES];
+    lease_encode(&l, p);
+    od_obj_meta meta;
+    int rc = od_store_put(db->store, CLEASE_KEY, p, sizeof p, mode, mode == OD_PUT_IF_MATCH ? db->clease_etag : NULL,
+                          &meta, err);
+    if (rc == OD_OK) {
+        snprintf(db->clease_etag, sizeof db->clease_etag, "%s", meta.etag);
+        db->clease_renewed_ms = renewed_ms ? renewed_ms : od_now_ms();
+    }
+    return rc;
+}
+
+/* Renew a compactor process's lease (its lease thread). Like the writer's: If-Match on our own
+ * ETag; when that fails, a lease of a newer compactor epoch (a compactor that took over, or a
+ * writer that took compaction back after our lease had expired) means we are fenced; our own
+ * (a renewal whose answer was lost) or an older or equal epoch's (a compactor that lost the
+ * race to open) is taken back. */
+static void clease_renew(od_db *db)
+{
+    od_err e;
+    int rc = clease_write(db, od_now_ms(), OD_PUT_IF_MATCH, &e);
+    if (rc == OD_PRECONDITION || rc == OD_NOTFOUND) {
+        lease l;
+        char etag[OD_ETAG_MAX];
+        int lr = lease_read_key(db, CLEASE_KEY, &l, etag, &e);
+        uint64_t ours = atomic_load(&db->compactor_epoch);
+        if (lr == OD_OK && l.epoch > ours) {
+            od_err_set(&e, OD_FENCED,
+                       "fenced: a newer compactor (epoch %llu) took over this store (compactor lease lost; ours was %llu)",
+                       (unsigned long long)l.epoch, (unsigned long long)ours);
+            od_db_set_bg_error(db, OD_FENCED, &e);
+            return;
+        }
+        if (lr == OD_OK) {
+            snprintf(db->clease_etag, sizeof db->clease_etag, "%s", etag);
+            rc = clease_write(db, od_now_ms(), OD_PUT_IF_MATCH, &e);
+        } else if (lr == OD_NOTFOUND) {
+            rc = clease_write(db, od_now_ms(), OD_PUT_IF_ABSENT, &e);
+        }
+    }
+    if (rc) db->clease_renewed_ms = od_now_ms() - (int64_t)db->o.lease_ms / 3 + 200; /* retry soon */
+}
+
+/* Read the compactor lease: *live = 1 when a compactor process holds it now. A missing or
+ * unreadable (corrupt) lease is not held. */
+static int clease_check(od_db *db, lease *l, char *etag, int *exists, int *live, od_err *err)
+{
+    *exists = *live = 0;
+    od_err le;
+    int rc = lease_read_key(db, CLEASE_KEY, l, etag, &le);
+    if (rc == OD_OK) {
+        *exists = 1;
+        *live = lease_live(l, od_now_ms());
+    } else if (rc != OD_NOTFOUND && rc != OD_CORRUPT) {
+        od_err_copy(err, &le);
+        if (err) od_err_prefix(err, "db: reading the compactor lease");
+        return rc;
+    }
+    return OD_OK;
 }
 
 /* ---------------- WAL replay ---------------- */
@@ -658,9 +748,21 @@ static int open_writer(od_db *db, od_err *err)
             od_err_copy(err, &le);
             return lrc;
         }
+        /* a compactor process holding a live compactor lease keeps compacting: leave it alone
+         * (cmp_main takes compaction back once its lease is released or expires) */
+        int defer = 0;
+        if (db->o.compactor) {
+            lease cl;
+            int cexists;
+            if ((rc = clease_check(db, &cl, NULL, &cexists, &defer, err))) {
+                od_manifest_free(&m);
+                return rc;
+            }
+        }
+        atomic_store(&db->compactor_off, defer);
         m.version++;
         m.writer_epoch++;
-        if (db->o.compactor) m.compactor_epoch++; /* the writer compacts: fence older compactors */
+        if (db->o.compactor && !defer) m.compactor_epoch++; /* the writer compacts: fence older compactors */
         m.committer_id = db->writer_id;
         m.commit_time_ms = od_now_ms();
         rc = od_manifest_put(db->store, &m, err);
@@ -672,7 +774,10 @@ static int open_writer(od_db *db, od_err *err)
     db->epoch = m.writer_epoch;
     db->compactor_epoch = m.compactor_epoch;
     if (m.has_job) atomic_store(&db->cjob_pending, 1); /* a compaction to resume (or to leave to its owner) */
-    if ((rc = lease_write(db, od_now_ms(), OD_PUT_ALWAYS, err))) return od_err_prefix(err, "db: writing the lease");
+    if ((rc = lease_write(db, od_now_ms(), OD_PUT_ALWAYS, err))) {
+        od_err_prefix(err, "db: writing the lease"); /* (returns OD_OK when err is NULL) */
+        return rc;
+    }
 
     /* Fence: the first free WAL id at or after the replay point. */
     uint64_t fence = db->man.wal_replay_from;
@@ -737,7 +842,10 @@ static int open_writer(od_db *db, od_err *err)
     return OD_OK;
 }
 
-/* A separate compactor: bump compactor_epoch, view = the manifest's tables only. */
+/* A separate compactor: refuse while another compactor process holds a live compactor lease
+ * (unless takeover); write the compactor lease with the epoch we are about to commit, THEN
+ * commit compactor_epoch+1 (a writer that reads the lease after our epoch is visible so sees
+ * it live and leaves us alone); view = the manifest's tables only. */
 static int open_compactor(od_db *db, od_err *err)
 {
     od_manifest m;
@@ -746,19 +854,41 @@ static int open_compactor(od_db *db, od_err *err)
         if ((rc = od_manifest_load_latest(db->store, 0, &m, err))) {
             if (rc == OD_NOTFOUND)
                 od_err_set(err, OD_NOTFOUND, "db: no database in %s to compact", od_store_describe(db->store));
-            return rc;
+            break;
+        }
+        lease cl;
+        int cexists, clive;
+        if ((rc = clease_check(db, &cl, NULL, &cexists, &clive, err))) {
+            od_manifest_free(&m);
+            break;
+        }
+        if (clive && cl.writer_id != db->writer_id && !db->o.takeover) {
+            int64_t age = od_now_ms() - cl.renewed_ms;
+            od_manifest_free(&m);
+            rc = od_err_set(err, OD_BUSY,
+                            "db: compactor lease held: a live compactor process (compactor epoch %llu) holds the "
+                            "compactor lease on %s (renewed %lld ms ago, lease %u ms); wait for it to close, or "
+                            "pass takeover=1 to fence it",
+                            (unsigned long long)cl.epoch, od_store_describe(db->store), (long long)age, cl.lease_ms);
+            break;
         }
         m.version++;
         m.compactor_epoch++;
         m.committer_id = db->writer_id;
         m.commit_time_ms = od_now_ms();
+        atomic_store(&db->compactor_epoch, m.compactor_epoch);
+        if ((rc = clease_write(db, od_now_ms(), OD_PUT_ALWAYS, err))) {
+            od_err_prefix(err, "db: writing the compactor lease");
+            od_manifest_free(&m);
+            break;
+        }
         rc = od_manifest_put(db->store, &m, err);
         if (rc == OD_OK) break;
         od_manifest_free(&m);
-        if (rc != OD_EXISTS || tries > 100) return rc;
+        if (rc != OD_EXISTS || tries > 100) break;
     }
+    if (rc) return rc; /* od_db_open_store releases a lease we wrote (clease_etag set) */
     db->man = m;
-    db->compactor_epoch = m.compactor_epoch;
     if (m.has_job) atomic_store(&db->cjob_pending, 1); /* the job of a compactor we just fenced: resume it */
     od_memtable *mem = od_mt_new();
     if (!mem) return od_err_set(err, OD_NOMEM, "db: out of memory");
@@ -777,13 +907,18 @@ static int open_compactor(od_db *db, od_err *err)
     return rc ? od_err_set(err, OD_NOMEM, "db: out of memory") : OD_OK;
 }
 
-/* Compactor: pick up manifest versions committed by the writer. */
+/* Compactor: pick up manifest versions committed by the writer; a newer compactor epoch (a
+ * compactor that took over, or a writer that took compaction back) fences us. */
 static int compactor_follow(od_db *db, od_err *err)
 {
     pthread_mutex_lock(&db->man_mu);
     od_manifest m;
     int rc = od_manifest_load_latest(db->store, db->man.version, &m, err);
-    if (rc == OD_OK && m.version != db->man.version) {
+    if (rc == OD_OK && m.compactor_epoch > atomic_load(&db->compactor_epoch)) {
+        rc = od_err_set(err, OD_FENCED, "fenced: a newer compactor (epoch %llu) took over this store (ours was %llu)",
+                        (unsigned long long)m.compactor_epoch, (unsigned long long)atomic_load(&db->compactor_epoch));
+        od_manifest_free(&m);
+    } else if (rc == OD_OK && m.version != db->man.version) {
         od_manifest_free(&db->man);
         db->man = m;
         rc = od_db_apply_manifest(db, &db->man, NULL, err);
@@ -817,6 +952,90 @@ static int writer_follow(od_db *db, od_err *err)
     }
     pthread_mutex_unlock(&db->man_mu);
     return rc;
+}
+
+/* A writer with compactor=1 that leaves compaction to a compactor process: take it back when
+ * that process's compactor lease is absent, released or expired. The compactor epoch E is
+ * read (latest manifest) BEFORE the lease, and the commit of E+1 requires the manifest to still
+ * hold E: a compactor process that opened meanwhile (it writes its lease before committing its
+ * epoch) either made the lease live before our read, or bumped E before our commit, which then
+ * gives up; either way exactly one of us compacts. A job it recorded is resumed by our next
+ * compaction (its compactor epoch is older than ours). *taken = 1 when compaction is ours now. */
+struct reclaim_ctx {
+    od_db *db;
+    uint64_t seen; /* the compactor epoch whose lease we found dead */
+};
+
+static int reclaim_edit(void *ctx, od_manifest *m, od_err *err)
+{
+    struct reclaim_ctx *c = ctx;
+    if (m->writer_epoch > c->db->epoch)
+        return od_err_set(err, OD_FENCED, "fenced: a newer writer (epoch %llu) took over this store (ours was %llu)",
+                          (unsigned long long)m->writer_epoch, (unsigned long long)c->db->epoch);
+    if (m->compactor_epoch != c->seen)
+        return od_err_set(err, OD_CONFLICT, "db: a compactor (epoch %llu) started while compaction was being taken back",
+                          (unsigned long long)m->compactor_epoch);
+    m->compactor_epoch = c->seen + 1;
+    return OD_OK;
+}
+
+static int compactor_reclaim(od_db *db, int *taken, od_err *err)
+{
+    *taken = 0;
+    lease cl;
+    char etag[OD_ETAG_MAX] = "";
+    int cexists, clive;
+    /* the cheap look first (one GET while the compactor lives) */
+    int rc = clease_check(db, &cl, NULL, &cexists, &clive, err);
+    if (rc || clive) return rc; /* a live compactor process: leave it alone */
+    if ((rc = writer_follow(db, err))) return rc; /* the latest manifest (a newer writer epoch: fenced) */
+    pthread_mutex_lock(&db->man_mu);
+    struct reclaim_ctx c = {db, db->man.compactor_epoch};
+    pthread_mutex_unlock(&db->man_mu);
+    /* and the lease again, read AFTER the epoch E it is the lease of */
+    if ((rc = clease_check(db, &cl, etag, &cexists, &clive, err))) return rc;
+    if (clive) return OD_OK;
+    pthread_mutex_lock(&db->cmu); /* no compaction of ours runs while the epoch changes */
+    if (!atomic_load(&db->compactor_off)) {
+        /* taken back meanwhile by the other caller (maintenance worker, od_db_compact): ours
+         * already; another bump would only fence ourselves for nothing */
+        pthread_mutex_unlock(&db->cmu);
+        *taken = 1;
+        return OD_OK;
+    }
+    pthread_mutex_lock(&db->man_mu);
+    rc = od_manifest_update(db->store, &db->man, db->writer_id, reclaim_edit, &c, err);
+    if (rc == OD_OK) rc = od_db_apply_manifest(db, &db->man, NULL, err);
+    if (rc == OD_OK) {
+        atomic_store(&db->compactor_epoch, db->man.compactor_epoch);
+        atomic_store(&db->cjob_pending, db->man.has_job); /* a job it left: resume it */
+        atomic_fetch_add(&db->st_reclaims, 1); /* counted before stats show compacting again */
+        atomic_store(&db->compactor_off, 0);
+        *taken = 1;
+    }
+    pthread_mutex_unlock(&db->man_mu);
+    pthread_mutex_unlock(&db->cmu);
+    if (rc == OD_CONFLICT) { /* a compactor process opened meanwhile: it compacts */
+        if (err) od_err_clear(err);
+        return OD_OK;
+    }
+    if (rc) return rc;
+    /* Best effort: mark the compactor lease released at our epoch, so that the old compactor,
+     * should it be alive after all (paused past its lease), learns at its next renewal that it
+     * was fenced; a compactor process opening later finds it released. If-Match: a lease written
+     * meanwhile (a compactor opening) is not overwritten. */
+    lease rl = {atomic_load(&db->compactor_epoch), db->writer_id, 0, db->o.lease_ms};
+    uint8_t p[LEASE_BYTES];
+    lease_encode(&rl, p);
+    od_err e2;
+    if (cexists)
+        (void)od_store_put(db->store, CLEASE_KEY, p, sizeof p, OD_PUT_IF_MATCH, etag, NULL, &e2);
+    else
+        (void)od_store_put_if_absent(db->store, CLEASE_KEY, p, sizeof p, &e2);
+    pthread_mutex_lock(&db->mu);
+    pthread_cond_broadcast(&db->cv_bg); /* the maintenance worker has compaction work */
+    pthread_mutex_unlock(&db->mu);
+    return OD_OK;
 }
 
 /* Read-only: (re)build the view from manifest `m` (ownership taken) and the WAL after it. */
@@ -917,12 +1136,15 @@ int od_db_refresh(od_db *db, od_err *err)
 static void *wal_main(void *arg);
 static void *bg_main(void *arg);
 static void *cmp_main(void *arg);
+static void *clease_main(void *arg);
 
 static void db_free(od_db *db)
 {
     od_version_unref(db->cur);
     od_manifest_free(&db->man);
     od_buf_free(&db->pend);
+    for (size_t i = 0; i < db->npin_left; i++) free(db->pin_left[i]);
+    free(db->pin_left);
     if (db->own_cache) od_block_cache_free(db->cache);
     od_disk_cache_close(db->dcache);
     if (db->own_store) od_store_close(db->store);
@@ -1008,13 +1230,40 @@ int od_db_open_store(od_store *store, const od_db_options *opts, od_db **out, od
     if (db->o.compactor_only) db->read_only = 0;
     int rc = db->read_only ? open_reader(db, err) : db->o.compactor_only ? open_compactor(db, err) : open_writer(db, err);
     if (rc) {
+        if (db->o.compactor_only && db->clease_etag[0]) {
+            /* a compactor lease we wrote (before or after our epoch commit): release it, or
+             * writers and compactors would wait for nothing until it expires */
+            od_err e2;
+            clease_write(db, 0, OD_PUT_IF_MATCH, &e2);
+        }
         db_free(db);
         return rc;
     }
     if (db->o.compactor_only) {
         db->last_gc_ms = od_now_ms();
-        if (pthread_create(&db->cmp_thread, NULL, cmp_main, db) == 0) db->cmp_thread_on = 1;
         db->wal_exited = 1;
+        /* both threads or none: a compactor that renews its lease without compacting would keep
+         * every writer from compacting for as long as it lives */
+        int cerr = pthread_create(&db->cmp_thread, NULL, cmp_main, db);
+        if (cerr == 0) {
+            db->cmp_thread_on = 1;
+            cerr = pthread_create(&db->lease_thread, NULL, clease_main, db);
+            if (cerr == 0) db->lease_thread_on = 1;
+        }
+        if (cerr != 0) {
+            const char *which = db->cmp_thread_on ? "lease" : "maintenance";
+            if (db->cmp_thread_on) {
+                pthread_mutex_lock(&db->mu);
+                db->closing = 1;
+                pthread_cond_broadcast(&db->cv_bg);
+                pthread_mutex_unlock(&db->mu);
+                pthread_join(db->cmp_thread, NULL);
+            }
+            od_err e2;
+            clease_write(db, 0, OD_PUT_IF_MATCH, &e2);
+            db_free(db);
+            return od_err_set(err, OD_NOMEM, "db: cannot start the compactor's %s thread: %s", which, strerror(cerr));
+        }
     } else if (!db->read_only) {
         db->last_gc_ms = od_now_ms();
         if (pthread_create(&db->wal_thread, NULL, wal_main, db) != 0) {
@@ -1066,8 +1315,23 @@ int od_db_close(od_db *db, od_err *err)
         pthread_mutex_unlock(&db->mu);
         if (db->bg_thread_on) pthread_join(db->bg_thread, NULL);
         if (db->cmp_thread_on) pthread_join(db->cmp_thread, NULL);
+        if (db->lease_thread_on) pthread_join(db->lease_thread, NULL);
+        /* every flush is over: pin objects whose DELETE failed go now (even fenced: they
+         * protect nothing of ours any more) */
+        od_pin_retry(db);
         rc = od_db_check_bg(db, err);
-        if (rc != OD_FENCED) {
+        if (db->o.compactor_only) {
+            /* release the compactor lease (if it is still ours): a writer with compactor=1
+             * takes compaction back at once, and the next compactor opens without takeover */
+            od_err e2;
+            lease l;
+            char etag[OD_ETAG_MAX];
+            if (lease_read_key(db, CLEASE_KEY, &l, etag, &e2) == OD_OK && l.epoch == atomic_load(&db->compactor_epoch) &&
+                l.writer_id == db->writer_id) {
+                snprintf(db->clease_etag, sizeof db->clease_etag, "%s", etag);
+                clease_write(db, 0, OD_PUT_IF_MATCH, &e2);
+            }
+        } else if (rc != OD_FENCED) {
             od_err e2;
             lease l;
             char etag[OD_ETAG_MAX];
@@ -1445,15 +1709,28 @@ static void *cmp_main(void *arg)
 {
     od_db *db = arg;
     pthread_mutex_lock(&db->mu);
-    int64_t compact_after = 0, follow_at = 0;
+    int64_t compact_after = 0, follow_at = 0, reclaim_at = 0;
+    /* a writer left by a compactor process looks at its lease this often */
+    int64_t reclaim_every = db->o.lease_ms / 4 < 1000 ? db->o.lease_ms / 4 : 1000;
+    if (reclaim_every < 10) reclaim_every = 10;
     while (!db->closing && !db->bg_code) {
         int64_t now = od_now_ms();
         if (db->o.compactor_only && now >= follow_at) {
             follow_at = now + db->o.flush_interval_ms;
             pthread_mutex_unlock(&db->mu);
             od_err fe;
-            compactor_follow(db, &fe); /* failures: try again next period */
-            pthread_mutex_lock(&db->mu);
+            if (compactor_follow(db, &fe) == OD_FENCED) od_db_set_bg_error(db, OD_FENCED, &fe);
+            pthread_mutex_lock(&db->mu); /* other failures: try again next period */
+            continue;
+        }
+        int deferring = db->o.compactor && !db->o.compactor_only && atomic_load(&db->compactor_off);
+        if (deferring && now >= reclaim_at) {
+            reclaim_at = now + reclaim_every;
+            pthread_mutex_unlock(&db->mu);
+            od_err re;
+            int taken;
+            if (compactor_reclaim(db, &taken, &re) == OD_FENCED) od_db_set_bg_error(db, OD_FENCED, &re);
+            pthread_mutex_lock(&db->mu); /* other failures: try again next period */
             continue;
         }
         int compacting = (db->o.compactor || db->o.compactor_only) && !atomic_load(&db->compactor_off);
@@ -1463,6 +1740,7 @@ static void *cmp_main(void *arg)
         if (!want_compact && !want_gc) {
             int64_t wait = db->o.gc_interval_ms ? db->last_gc_ms + (int64_t)db->o.gc_interval_ms - now : 1000;
             if (db->o.compactor_only && follow_at - now < wait) wait = follow_at - now;
+            if (deferring && reclaim_at - now < wait) wait = reclaim_at - now;
             if (compacting && compact_after > now && compact_after - now < wait) wait = compact_after - now;
             if (wait < 1) wait = 1;
             struct timespec ts;
@@ -1476,7 +1754,9 @@ static void *cmp_main(void *arg)
             od_err ce;
             int crc = od_compact_run(db, 0, &did, &ce);
             if (crc == OD_FENCED && !db->o.compactor_only) {
-                atomic_store(&db->compactor_off, 1); /* a separate compactor took over: stop compacting here */
+                /* a separate compactor took over: stop compacting here (until its lease is gone) */
+                atomic_store(&db->compactor_off, 1);
+                reclaim_at = od_now_ms() + reclaim_every;
                 pthread_mutex_lock(&db->mu);
                 pthread_cond_broadcast(&db->cv_bg); /* the flush worker starts following the manifest */
                 pthread_mutex_unlock(&db->mu);
@@ -1492,6 +1772,29 @@ static void *cmp_main(void *arg)
             od_gc_run(db, &ge); /* GC failures are retried next period */
         }
         pthread_mutex_lock(&db->mu);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+/* A compactor process's lease thread: renews the compactor lease every lease_ms/3, apart from
+ * the maintenance worker, whose compactions may run for minutes. Stops when the handle closes
+ * or is fenced (a fenced compactor must not keep others out). */
+static void *clease_main(void *arg)
+{
+    od_db *db = arg;
+    pthread_mutex_lock(&db->mu);
+    while (!db->closing && !db->bg_code) {
+        int64_t now = od_now_ms(), due = db->clease_renewed_ms + (int64_t)db->o.lease_ms / 3;
+        if (now >= due) {
+            pthread_mutex_unlock(&db->mu);
+            clease_renew(db);
+            pthread_mutex_lock(&db->mu);
+            continue;
+        }
+        struct timespec ts;
+        deadline_after_ms(&ts, due - now);
+        pthread_cond_timedwait(&db->cv_bg, &db->mu, &ts);
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;
@@ -1554,6 +1857,20 @@ int od_db_compact(od_db *db, od_err *err)
     if (db->read_only) return od_err_set(err, OD_BADREQ, "db: compaction on a read-only handle");
     int rc, did;
     if (db->o.compactor_only && (rc = compactor_follow(db, err))) return rc;
+    if (db->o.compactor && !db->o.compactor_only && atomic_load(&db->compactor_off)) {
+        /* compaction was left to a compactor process: take it back if that one is gone */
+        int taken;
+        if ((rc = compactor_reclaim(db, &taken, err))) return rc;
+        if (!taken) {
+            pthread_mutex_lock(&db->man_mu);
+            uint64_t ce = db->man.compactor_epoch;
+            pthread_mutex_unlock(&db->man_mu);
+            return od_err_set(err, OD_FENCED,
+                              "fenced: a newer compactor (a compactor process, compactor epoch %llu) compacts this "
+                              "store and its compactor lease is live; compaction is left to it",
+                              (unsigned long long)ce);
+        }
+    }
     do {
         rc = od_compact_run(db, 1, &did, err);
     } while (rc == OD_OK && did);
@@ -1780,6 +2097,7 @@ void od_db_get_stats(od_db *db, od_db_stats *o)
     o->sorted_runs = v->ts->nruns;
     o->memtable_bytes = od_mt_bytes(v->mem);
     o->l0_stalled = db->l0_stalled;
+    int bad = db->bg_code != 0; /* fenced or failed: no background work any more */
     for (size_t i = 0; i < v->nimm; i++) o->memtable_bytes += od_mt_bytes(v->imm[i]);
     for (size_t i = 0; i < v->ts->nl0; i++) {
         o->live_ssts++;
@@ -1805,6 +2123,10 @@ void od_db_get_stats(od_db *db, od_db_stats *o)
     o->write_stalls = atomic_load(&db->st_write_stalls);
     o->write_stall_ms = atomic_load(&db->st_write_stall_ms);
     o->l0_stalls = atomic_load(&db->st_l0_stalls);
+    o->compacting = !db->read_only && (db->o.compactor || db->o.compactor_only) && !atomic_load(&db->compactor_off) &&
+                    !bad;
+    o->compactor_epoch = atomic_load(&db->compactor_epoch);
+    o->compaction_reclaims = atomic_load(&db->st_reclaims);
     size_t cb;
     od_block_cache_stats(db->cache, &o->block_cache_hits, &o->block_cache_misses, &cb);
     if (db->dcache) od_disk_cache_stats(db->dcache, &o->disk_cache_hits, &o->disk_cache_misses, NULL);

@@ -12,9 +12,15 @@
  *   - a collection is referenced when a kept manifest version lists it (as L0, in a run, or
  *     as a completed or the pending output of the compaction job it records), it is open in
  *     this process (current view, live snapshots, iterators, compaction inputs) or it is an
- *     L0 flush output of this handle between its PUT and its commit (db->pins); unreferenced
- *     collections are deleted only when older than gc_min_age_ms (what keeps another
- *     process's in-flight flush, written but not yet committed, for the commit it waits for);
+ *     L0 flush output between its PUT and its commit: pinned in memory (db->pins, a flush of
+ *     this handle) or by a pin object pin/<writer epoch>-<id>.pin of the current writer epoch
+ *     (a flush of the writer in any process, however long its commit takes); unreferenced
+ *     collections are deleted only when older than gc_min_age_ms;
+ *   - pin objects of an older writer epoch, and this writer's own that are no longer pinned
+ *     in memory (a failed DELETE; the writer also retries those itself, od_pin_retry), are
+ *     deleted: they protect nothing (see the loop);
+ *   - order: LIST sst/, LIST pin/, memory pins, latest manifest — so that a collection listed
+ *     is pinned or committed (docs/architecture.md, "Garbage collection");
  *   - a WAL object is deleted when its id is below the smallest wal_replay_from of the kept
  *     versions, it is older than gc_min_age_ms, and it is not the highest WAL id in the
  *     store (the newest object — normally a fence or the tail — always stays, so the next
@@ -186,16 +192,22 @@ int od_gc_run(od_db *db, od_err *err)
 {
     od_manifest latest;
     int rc;
-    objlist mans = {0}, ssts = {0}, wals = {0};
+    objlist mans = {0}, ssts = {0}, wals = {0}, pins = {0};
     idset ids = {0};
     if (!db->read_only && (rc = prune_ckpts(db, err))) return rc;
     /* List the collections BEFORE reading the manifest: a compaction names each output in the
      * manifest before it PUTs it, so every output this listing can see is named in the
      * manifest read after it (reading the manifest first would miss one named meanwhile). */
     if ((rc = list_prefix(db, "sst/", &ssts, err))) return rc;
-    /* Then the pins of our L0 flushes, still BEFORE the manifest: a flush pins its output
-     * before the PUT and unpins it after its commit, so an output listed above is either
-     * pinned now or already committed, and then named in the manifest read below. */
+    /* Then the flush pins, still BEFORE the manifest: an L0 flush (of a writer in any process)
+     * creates its pin object and its memory pin before the collection's PUT and removes them
+     * (object first) after its commit, so an output listed above is pinned in the listing
+     * below, or pinned in memory (our own flush), or already committed and then named in the
+     * manifest read below. */
+    if ((rc = list_prefix(db, "pin/", &pins, err))) {
+        objlist_free(&ssts);
+        return rc;
+    }
     pthread_mutex_lock(&db->tmu);
     for (const od_sst_pin *p = db->pins; !rc && p; p = p->next) rc = idset_add(&ids, p->id);
     pthread_mutex_unlock(&db->tmu);
@@ -204,11 +216,13 @@ int od_gc_run(od_db *db, od_err *err)
     if (rc == OD_NOTFOUND) {
         if (err) od_err_clear(err);
         objlist_free(&ssts);
+        objlist_free(&pins);
         idset_free(&ids);
         return OD_OK;
     }
     if (rc) {
         objlist_free(&ssts);
+        objlist_free(&pins);
         idset_free(&ids);
         return rc;
     }
@@ -216,6 +230,24 @@ int od_gc_run(od_db *db, od_err *err)
     int64_t cutoff = now - (int64_t)db->o.gc_min_age_ms;
     uint64_t deleted = 0;
     uint64_t min_replay = latest.wal_replay_from;
+
+    /* pin objects: one of the current writer epoch keeps its collection; an older epoch's is
+     * stale (that writer was fenced before the manifest we read: its commit landed before the
+     * epoch bump, and then the manifest names the collection, or never lands) and so is one of
+     * our own epoch that is no longer pinned in memory (its flush is over; only the DELETE of
+     * the object failed): both are deleted */
+    int writer = !db->read_only && !db->o.compactor_only;
+    for (size_t i = 0; i < pins.n; i++) {
+        uint64_t pe;
+        char pid[OD_SST_ID_MAX];
+        if (!od_pin_parse(pins.v[i].key, &pe, pid)) continue;
+        int stale = pe < latest.writer_epoch || (writer && pe == db->epoch && !idset_has(&ids, pid));
+        if (stale) {
+            if ((rc = del(db, pins.v[i].key, &deleted, err))) goto out;
+        } else if ((rc = idset_add(&ids, pid))) {
+            goto oom;
+        }
+    }
     if ((rc = add_manifest_ids(&ids, &latest))) goto oom;
 
     /* in-process views: every open table, whoever holds it (current view, snapshots,
@@ -291,6 +323,7 @@ oom:
     rc = od_err_set(err, OD_NOMEM, "gc: out of memory");
 out:
     atomic_fetch_add(&db->st_gc_deleted, deleted);
+    objlist_free(&pins);
     objlist_free(&mans);
     objlist_free(&ssts);
     objlist_free(&wals);

@@ -11,7 +11,9 @@
  *   - the latest manifest this handle knows (man_mu serialises commits of this process);
  *   - background threads: the WAL flusher (also renews the writer lease), the flush worker
  *     (memtable flushes to L0, retried with backoff on store trouble) and the maintenance
- *     worker (compaction, GC), so that a long compaction never holds up L0 flushes.
+ *     worker (compaction, GC; in a writer left by a compactor process also the watch on its
+ *     lease), so that a long compaction never holds up L0 flushes; a compactor process has the
+ *     maintenance worker and a lease thread renewing the compactor lease.
  * Lock order: fmu/cmu → man_mu → wmu → mu; tmu (the open-table registry, flush pins) is a leaf.
  */
 #ifndef OD_LSM_INT_H
@@ -29,7 +31,8 @@
 
 /* An L0 flush output between the start of its PUT and the end of its manifest commit: the
  * flush links it into db->pins (under tmu; the node lives on the flusher's stack) and GC of
- * this handle keeps the object (gc.c). */
+ * this handle keeps the object; GC in other processes sees the pin object the flush also
+ * writes (pin/<epoch>-<id>.pin, compaction.c, gc.c). */
 typedef struct od_sst_pin {
     char id[OD_SST_ID_MAX];
     struct od_sst_pin *next;
@@ -85,7 +88,7 @@ struct od_db {
     int read_only;
     uint64_t writer_id; /* random per handle */
     uint64_t epoch;     /* writer epoch we hold */
-    uint64_t compactor_epoch;
+    _Atomic uint64_t compactor_epoch; /* the one we compact with (a deferring writer: the last known) */
     od_block_cache *cache;
     int own_cache;
     od_disk_cache *dcache; /* NULL unless disk_cache_dir is set */
@@ -127,6 +130,9 @@ struct od_db {
     pthread_mutex_t tmu;
     od_table *tables;
     od_sst_pin *pins; /* (tmu) L0 flush outputs uploaded or being uploaded, not yet committed */
+    char **pin_left;  /* (tmu) keys of pin objects whose DELETE failed: retried after the next
+                         flush and at close (compaction.c, od_pin_retry) */
+    size_t npin_left;
 
     pthread_mutex_t fmu; /* serialises memtable flushes */
     pthread_mutex_t cmu; /* serialises compactions */
@@ -139,19 +145,27 @@ struct od_db {
      * may have re-created a fence that GC deleted, so it is verified before it is acked */
     int64_t fence_checked_ms;
 
+    /* compactor lease ("compactor-lease"): held by a compactor process (renewed by its lease
+     * thread), read by writers with compactor=1 to know whether to leave compaction to it */
+    char clease_etag[OD_ETAG_MAX];
+    int64_t clease_renewed_ms;
+
     /* read-only follower */
     uint64_t ro_wal_next; /* next WAL id to read */
 
-    pthread_t wal_thread, bg_thread, cmp_thread;
-    int wal_thread_on, bg_thread_on, cmp_thread_on;
-    _Atomic int compactor_off; /* a compactor process fenced our in-process compactor */
+    pthread_t wal_thread, bg_thread, cmp_thread, lease_thread;
+    int wal_thread_on, bg_thread_on, cmp_thread_on, lease_thread_on;
+    _Atomic int compactor_off; /* a compactor process fenced our in-process compactor, or held a
+                                  live compactor lease when we opened: we leave compaction to it
+                                  until its lease is released or expires (then we take it back) */
     _Atomic int cjob_pending;  /* the manifest records a compaction job this handle should resume */
     int wal_exited; /* (mu) the WAL thread has stopped: nothing more becomes durable */
     int64_t last_gc_ms;
 
     /* counters (mu, or atomics) */
     _Atomic uint64_t st_wal_flushes, st_wal_bytes, st_mem_flushes, st_compactions, st_cbytes_in, st_cbytes_out,
-        st_user_bytes, st_gets, st_iters, st_sst_reads, st_gc_deleted, st_write_stalls, st_write_stall_ms, st_l0_stalls;
+        st_user_bytes, st_gets, st_iters, st_sst_reads, st_gc_deleted, st_write_stalls, st_write_stall_ms, st_l0_stalls,
+        st_reclaims;
 };
 
 /* db.c */
@@ -176,6 +190,9 @@ void od_db_test_fail_memtable_insert(od_db *db, uint64_t nth);
 /* Flush immutable memtables, oldest first, until none is left or L0 holds l0_max_tables
  * collections (then OD_OK with memtables left: they wait for compaction). */
 int od_flush_imm(od_db *db, od_err *err);
+/* Delete again the pin objects whose DELETE failed (best effort; those failing again stay
+ * listed). Safe whenever called: their flushes are over. */
+void od_pin_retry(od_db *db);
 int od_compact_run(od_db *db, int force, int *did, od_err *err); /* one compaction if there is work (*did = 1) */
 /* Finish b and PUT it as sst/<id>.sst (id NULL: a new unique id); *desc describes it. */
 int od_table_build_and_put(od_db *db, od_sst_builder *b, od_sst_desc *desc, const char *id, od_err *err);

@@ -400,6 +400,30 @@ void od_sst_key(char *buf, size_t n, const char *id)
     snprintf(buf, n, "sst/%s.sst", id);
 }
 
+void od_pin_key(char *buf, size_t n, uint64_t epoch, const char *id)
+{
+    snprintf(buf, n, "pin/%020" PRIu64 "-%s.pin", epoch, id);
+}
+
+int od_pin_parse(const char *key, uint64_t *epoch, char id[OD_SST_ID_MAX])
+{
+    size_t kl = strlen(key);
+    /* "pin/" + 20 digits + "-" + id (1..OD_SST_ID_MAX-1) + ".pin" */
+    if (kl < 4 + 20 + 1 + 1 + 4 || strncmp(key, "pin/", 4) != 0 || key[24] != '-' || strcmp(key + kl - 4, ".pin") != 0)
+        return 0;
+    uint64_t e = 0;
+    for (size_t i = 4; i < 24; i++) {
+        if (key[i] < '0' || key[i] > '9') return 0;
+        e = e * 10 + (uint64_t)(key[i] - '0');
+    }
+    size_t il = kl - 25 - 4;
+    if (il >= OD_SST_ID_MAX) return 0;
+    memcpy(id, key + 25, il);
+    id[il] = 0;
+    *epoch = e;
+    return 1;
+}
+
 int od_manifest_load(od_store *s, uint64_t version, od_manifest *m, od_err *err)
 {
     char key[64];

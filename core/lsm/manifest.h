@@ -109,6 +109,12 @@ int od_manifest_decode(const uint8_t *data, size_t len, const char *name, od_man
 void od_manifest_key(char *buf, size_t n, uint64_t version);
 void od_wal_key(char *buf, size_t n, uint64_t id);
 void od_sst_key(char *buf, size_t n, const char *id);
+/* Flush pin of an L0 output: "pin/<20-digit writer epoch>-<sst id>.pin" (docs/formats.md). A
+ * writer creates it before the collection's PUT and deletes it after the manifest commit, so
+ * GC in any process keeps the collection in between (gc.c). od_pin_parse: 1 when `key` is a
+ * pin key (epoch and the id, NUL-terminated, filled in), else 0. */
+void od_pin_key(char *buf, size_t n, uint64_t epoch, const char *id);
+int od_pin_parse(const char *key, uint64_t *epoch, char id[OD_SST_ID_MAX]);
 
 /* Load the latest version. `known` (may be 0) is a version known to exist: probing goes
  * forward from it; with 0 the manifest/ prefix is listed. OD_NOTFOUND when there is none. */

@@ -16,7 +16,9 @@
  *
  * One writer per database: opening read-write bumps the writer epoch (fencing older writers)
  * and holds a lease that a second writer respects unless it asks to take over. Any number of
- * read-only handles in other processes follow the manifest and WAL (od_db_refresh).
+ * read-only handles in other processes follow the manifest and WAL (od_db_refresh). At most one
+ * compactor process (compactor_only) runs beside the writer, holding a compactor lease; a
+ * writer with compactor=1 compacts itself whenever no compactor process holds a live one.
  *
  * Thread safety: an od_db handle may be used from any number of threads. Iterators and
  * batches belong to one thread at a time. Snapshots may be shared.
@@ -46,7 +48,8 @@ typedef int (*od_compaction_filter_fn)(void *ctx, const uint8_t *key, size_t kle
 
 typedef struct od_db_options {
     int read_only;                /* 1: follow the store, never write (no fencing) */
-    int takeover;                 /* writer: fence a live writer even if its lease is fresh */
+    int takeover;                 /* writer: fence a live writer even if its lease is fresh;
+                                     compactor_only: fence a live compactor process likewise */
     int single_writer;            /* allow opening as writer on a store without conditional writes */
     uint32_t flush_interval_ms;   /* WAL flush interval (default 100) */
     size_t wal_flush_bytes;       /* also flush when this many bytes are pending (default 4 MiB) */
@@ -58,16 +61,21 @@ typedef struct od_db_options {
     size_t block_cache_bytes;     /* default 64 MiB */
     const char *disk_cache_dir;   /* optional local disk cache of object ranges (remote stores) */
     size_t disk_cache_bytes;      /* default 1 GiB when disk_cache_dir is set */
-    int compactor;                /* 1 (default): run compaction in a background thread of the writer */
+    int compactor;                /* 1 (default): run compaction in a background thread of the writer,
+                                     except while a compactor process holds a live compactor lease:
+                                     then leave it to that process, and take compaction back when
+                                     its lease is released (clean close) or expires (it died) */
     int l0_compaction_trigger;    /* compact when this many L0 collections exist (default 4) */
-    uint32_t lease_ms;            /* writer lease duration (default 10000) */
+    uint32_t lease_ms;            /* writer (or compactor process) lease duration (default 10000) */
     uint32_t gc_min_age_ms;       /* GC deletes unreferenced objects only older than this (300000) */
     uint32_t gc_interval_ms;      /* background GC period in the writer, 0 = off (default 60000) */
     od_compaction_filter_fn compaction_filter;
     void *compaction_filter_ctx;
-    int compactor_only;           /* 1: a separate compactor process: no writes, no WAL, no lease;
-                                     bumps compactor_epoch, follows the manifest, compacts and
-                                     collects garbage (run the writer with compactor=0) */
+    int compactor_only;           /* 1: a separate compactor process: no writes, no WAL; holds the
+                                     compactor lease (a second one is refused with OD_BUSY unless
+                                     takeover=1), bumps compactor_epoch, follows the manifest,
+                                     compacts and collects garbage. A writer with compactor=1 leaves
+                                     compaction to it while its lease is live */
     size_t compaction_output_bytes; /* split compaction output into collections of about this
                                        size, at key boundaries; bounds the memory a compaction
                                        builds in (default 32 MiB, at least 64 KiB) */
@@ -173,6 +181,12 @@ typedef struct od_db_stats {
     uint64_t write_stall_ms;      /* the time they waited in total */
     uint64_t l0_stalls;           /* times memtable flushes stopped because L0 reached l0_max_tables */
     int l0_stalled;               /* 1 while they are stopped (waiting for compaction) */
+    int compacting;               /* 1 while this handle compacts in the background: a writer with
+                                     compactor=1 that no compactor process has taken over, or a
+                                     compactor process that no newer one has fenced */
+    uint64_t compactor_epoch;     /* the compactor epoch this handle compacts with (or last knew) */
+    uint64_t compaction_reclaims; /* times this writer took compaction back from a compactor
+                                     process whose lease was released or had expired */
     od_store_stats store;         /* the object store's request/byte counters */
 } od_db_stats;
 

@@ -92,8 +92,11 @@ static int corrupt(const od_sst *t, od_err *err, const char *what, uint64_t off,
 static int read_range(od_sst *t, uint64_t off, uint64_t len, od_buf *out, od_err *err)
 {
     int rc = t->read(t->ctx, off, len, out, err);
-    if (rc) return od_err_prefix(err, "sst %s: reading [%llu, +%llu)", t->name, (unsigned long long)off,
-                                 (unsigned long long)len);
+    if (rc) { /* not `return od_err_prefix(...)`: that answers OD_OK when err is NULL (od_sst_get's
+               * hot path passes NULL), and the caller would read a block that is not there */
+        od_err_prefix(err, "sst %s: reading [%llu, +%llu)", t->name, (unsigned long long)off, (unsigned long long)len);
+        return rc;
+    }
     if (out->len != len)
         return od_err_set(err, OD_CORRUPT, "sst %s: short read at offset %llu: %zu of %llu bytes", t->name,
                           (unsigned long long)off, out->len, (unsigned long long)len);
@@ -325,7 +328,14 @@ static int blk_load(od_sst *t, uint32_t i, blkref *r, od_blk *b, rawwin *win, od
                 for (uint32_t j = i + 1; j < t->nblocks && t->ix[j].off + t->ix[j].size - e->off <= win->ra; j++)
                     end = t->ix[j].off + t->ix[j].size;
                 win->valid = 0;
-                if ((rc = read_range(t, e->off, end - e->off, &win->buf, err))) return rc;
+                if ((rc = read_range(t, e->off, end - e->off, &win->buf, err))) {
+                    /* a missing object is not "key not in this table" (od_sst_get's NOTFOUND):
+                     * a collection the view names is gone; say so instead of a silent miss */
+                    if (rc == OD_NOTFOUND)
+                        rc = od_err_set(err, OD_CORRUPT, "sst %s: the collection object is missing from the store",
+                                        t->name);
+                    return rc;
+                }
                 win->off = e->off;
                 win->valid = 1;
             }

@@ -125,7 +125,8 @@ static int load_meta_db(od_eventstore *es, const od_snapshot *snap, const void *
     if (rc) {
         od_buf_free(&vb);
         od_err_copy(err, &e2);
-        return od_err_prefix(err, "eventstore: reading key metadata");
+        od_err_prefix(err, "eventstore: reading key metadata");
+        return rc;
     }
     rc = es_meta_decode(vb.data, vb.len, m);
     od_buf_free(&vb);
@@ -199,7 +200,8 @@ static int check_header(od_eventstore *es, od_err *err)
     od_buf_free(&v);
     if (rc != OD_NOTFOUND) {
         od_err_copy(err, &e2);
-        return od_err_prefix(err, "eventstore: reading the store header");
+        od_err_prefix(err, "eventstore: reading the store header");
+        return rc;
     }
     if (es->opts.read_only) return OD_OK; /* an empty store: nothing to check yet */
     uint8_t hv[5] = {'O', 'D', 'E', 'V', OD_ES_FORMAT};
@@ -237,7 +239,8 @@ static int read_sret(od_eventstore *es, int *have, int64_t *age, int64_t *floor_
     if (rc) {
         od_buf_free(&v);
         od_err_copy(err, &e2);
-        return od_err_prefix(err, "eventstore: reading the store retention state");
+        od_err_prefix(err, "eventstore: reading the store retention state");
+        return rc;
     }
     rc = es_sret_decode(v.data, v.len, age, floor_ts);
     od_buf_free(&v);
@@ -261,7 +264,8 @@ static int floor_now(od_eventstore *es, int64_t *out, od_err *err)
     int rc = od_store_head(od_db_store(es->db), "lease", &meta, &e2);
     if (rc && rc != OD_NOTFOUND) {
         od_err_copy(err, &e2);
-        return od_err_prefix(err, "eventstore: reading the store's clock (the lease object)");
+        od_err_prefix(err, "eventstore: reading the store's clock (the lease object)");
+        return rc;
     }
     if (rc == OD_OK && meta.mtime_ms > 0 && now > meta.mtime_ms + ES_CLOCK_MARGIN_MS)
         now = meta.mtime_ms + ES_CLOCK_MARGIN_MS;
@@ -398,7 +402,10 @@ static int validate(const od_ev_rec_in *recs, size_t n, const od_ev_append_opts 
     for (size_t i = 0; i < n; i++) {
         const od_ev_rec_in *r = &recs[i];
         int rc = check_key(r->key, r->klen, err);
-        if (rc) return od_err_prefix(err, "record %zu", i);
+        if (rc) {
+            od_err_prefix(err, "record %zu", i);
+            return rc;
+        }
         if (r->vlen > OD_EV_VALUE_MAX)
             return od_err_set(err, OD_BADREQ, "eventstore: record %zu: value of %zu bytes is larger than the limit of %u",
                               i, r->vlen, (unsigned)OD_EV_VALUE_MAX);
@@ -560,7 +567,8 @@ static int resolve_keys_locked(od_eventstore *es, bmap *bm, int64_t now, od_err 
             if (g == OD_NOTFOUND) continue;
             if (g) {
                 od_err_copy(err, &e2);
-                rc = od_err_prefix(err, "eventstore: reading key metadata");
+                od_err_prefix(err, "eventstore: reading key metadata");
+                rc = g;
             } else if (es_meta_decode(es->v.data, es->v.len, &k->old)) {
                 rc = od_err_set(err, OD_CORRUPT, "eventstore: corrupt metadata of a key");
             } else {
@@ -851,7 +859,10 @@ static int validate_ops(const od_ev_op *ops, size_t nops, od_err *err)
     for (size_t i = 0; i < nops; i++) {
         const od_ev_op *o = &ops[i];
         int rc = check_key(o->key, o->klen, err);
-        if (rc) return od_err_prefix(err, "operation %zu", i);
+        if (rc) {
+            od_err_prefix(err, "operation %zu", i);
+            return rc;
+        }
         if (o->kind != OD_EV_OP_TRIM && o->kind != OD_EV_OP_DELETE_KEY && o->kind != OD_EV_OP_SET_RETENTION)
             return od_err_set(err, OD_BADREQ, "eventstore: operation %zu: unknown kind %d", i, (int)o->kind);
         if (o->kind == OD_EV_OP_SET_RETENTION && o->age_ms < 0)

@@ -423,7 +423,8 @@ static int become_writer(od_tsdb *t, od_err *err)
     if (rc) {
         char shown[512];
         od_uri_redact(t->uri, shown, sizeof shown);
-        return od_err_prefix(err, "tsdb: cannot open %s for writing", shown);
+        od_err_prefix(err, "tsdb: cannot open %s for writing", shown);
+        return rc;
     }
     meta m;
     int found;

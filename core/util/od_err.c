@@ -50,9 +50,9 @@ int od_err_set(od_err *e, od_code code, const char *fmt, ...)
     return code;
 }
 
-int od_err_prefix(od_err *e, const char *fmt, ...)
+void od_err_prefix(od_err *e, const char *fmt, ...)
 {
-    if (!e) return OD_OK;
+    if (!e) return;
     char pre[256], old[sizeof e->msg];
     va_list ap;
     va_start(ap, fmt);
@@ -67,7 +67,6 @@ int od_err_prefix(od_err *e, const char *fmt, ...)
     size_t olen = strnlen(old, rest - 1);
     memcpy(e->msg + n + 2, old, olen);
     e->msg[n + 2 + olen] = 0;
-    return e->code;
 }
 
 void od_err_clear(od_err *e)

@@ -42,8 +42,9 @@ typedef struct od_err {
 int od_err_set(od_err *e, od_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int od_err_vset(od_err *e, od_code code, const char *fmt, va_list ap);
-/* Prefix an existing message: "ctx: <old message>". Keeps the code. Returns e->code (or code if e NULL). */
-int od_err_prefix(od_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefix an existing message: "ctx: <old message>". Keeps the code; e may be NULL. Returns nothing on
+ * purpose: with a NULL e there is no code to return, so callers return their own rc. */
+void od_err_prefix(od_err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void od_err_clear(od_err *e);
 /* Static name of a code: "not found", "already exists", ... */
 const char *od_code_name(od_code code);

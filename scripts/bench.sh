@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh AREA — build and run benchmarks (`make bench`, `make bench-AREA`).
-# AREA: all | objstore | storage | sst | tsdb | promql | eventstore | s3
+# AREA: all | objstore | storage | sst | tsdb | promql | eventstore | s3 | requests
+# (s3 and requests need radosgw and run only when named)
 # Each benchmark prints Markdown; figures are recorded by hand in docs/benchmarks.md with the
 # command and the machine. Benchmarks use a scratch directory under build/bench-data.
 set -euo pipefail
@@ -41,4 +42,11 @@ if [ "$area" = s3 ]; then
         echo "## s3: bench_storage (radosgw + 20-50 ms)"; build/bench/bench_storage "faulty+$(sub storage-lat)$lat"
         echo "## s3: bench_s3 (radosgw)"; build/bench/bench_s3 "$(sub products)"
         echo "## s3: bench_s3 (radosgw + 20-50 ms)"; build/bench/bench_s3 "faulty+$(sub products-lat)$lat"'
+fi
+if [ "$area" = requests ]; then
+    # Object-store requests per storage-engine operation, on a fresh prefix of a throwaway
+    # radosgw: the table of docs/architecture.md, "Requests per operation (measured on radosgw)".
+    # (build/bench/bench_requests alone runs it on a file:// temporary directory.)
+    echo "## requests: bench_requests (radosgw)"
+    scripts/with-rgw.sh build/bench/bench_requests
 fi

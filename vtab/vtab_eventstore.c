@@ -76,8 +76,7 @@ SQLITE_EXTENSION_INIT3
 
 /* ---------------------------------------------------------------- per-connection state */
 
-struct ev_vtab;
-struct keys_vtab;
+struct es_table;
 
 /* The connection's state. It lists the connection's tables so that COMMIT can hand everything
  * a transaction did to one store (every table sharing that engine handle) to the engine as one
@@ -87,8 +86,8 @@ typedef struct es_conn {
     int has_last;
     sqlite3_int64 last_seq;
     uint64_t order;          /* numbers the INSERTed rows of every table */
-    struct ev_vtab *evs;     /* connected eventstore tables (linked by next_in_conn) */
-    struct keys_vtab *keys;  /* connected eventstore_keys tables */
+    struct es_table *evs;    /* connected eventstore tables (ev_vtab, linked by next_in_conn) */
+    struct es_table *keys;   /* connected eventstore_keys tables (keys_vtab) */
 } es_conn;
 
 static void conn_unref(void *p)
@@ -854,6 +853,159 @@ static int add_numeric_keys(sqlite3 *db, sqlite3_stmt **st, od_eventstore *es, n
     return rc;
 }
 
+/* ---------------------------------------------------------------- what both tables share */
+
+/* The first member of ev_vtab and keys_vtab (so a pointer to either is one to its es_table and
+ * back): the store a table reads and writes, its place in the connection, and the rowid → key
+ * map its DELETE/UPDATE resolve rowids through. */
+typedef struct es_table {
+    sqlite3_vtab base;
+    sqlite3 *db;
+    es_conn *conn;
+    struct es_table *next_in_conn; /* the connection's tables of the same module */
+    sqlite3_stmt *numst;           /* add_numeric_keys' comparison */
+    od_eventstore *es;
+    char *uri;
+    keybuf *rowkeys;               /* rowid (eventstore: rowid >> 40) → key */
+    size_t nrowkeys, caprowkeys;
+    int nsp;                       /* savepoints 0..nsp-1 hold this table's pending state */
+} es_table;
+
+/* xCreate and xConnect of both modules: allocate the table object (`size` bytes, starting with
+ * an es_table), acquire the store named by the arguments, declare `schema`, and link the table
+ * into the connection's `list`. The tables read and write a store: DIRECTONLY. */
+static int table_connect(sqlite3 *db, es_conn *conn, es_table **list, const char *module, const char *schema,
+                         size_t size, int argc, const char *const *argv, sqlite3_vtab **out, char **pzErr)
+{
+    es_table *t = sqlite3_malloc64(size);
+    if (!t) return SQLITE_NOMEM;
+    memset(t, 0, size);
+    int rc = acquire(argc, argv, module, &t->uri, &t->es, pzErr);
+    if (rc) {
+        sqlite3_free(t);
+        return rc;
+    }
+    rc = sqlite3_declare_vtab(db, schema);
+    if (rc) {
+        od_vtab_handle_release(t->es);
+        sqlite3_free(t->uri);
+        sqlite3_free(t);
+        return rc;
+    }
+    sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
+    t->db = db;
+    t->conn = conn;
+    conn->refs++;
+    t->next_in_conn = *list;
+    *list = t;
+    *out = &t->base;
+    return SQLITE_OK;
+}
+
+static void rowkeys_clear(es_table *t)
+{
+    for (size_t i = 0; i < t->nrowkeys; i++) sqlite3_free(t->rowkeys[i].p);
+    t->nrowkeys = 0;
+}
+
+/* xDisconnect and xDestroy, after the module has freed its own state: release the store,
+ * unlink the table from the connection's `list`, free it. */
+static void table_disconnect(es_table *t, es_table **list)
+{
+    rowkeys_clear(t);
+    sqlite3_free(t->rowkeys);
+    od_vtab_handle_release(t->es);
+    sqlite3_finalize(t->numst);
+    for (es_table **pp = list; *pp; pp = &(*pp)->next_in_conn)
+        if (*pp == t) {
+            *pp = t->next_in_conn;
+            break;
+        }
+    conn_unref(t->conn);
+    sqlite3_free(t->uri);
+    sqlite3_free(t);
+}
+
+/* Append the key [k, n) to the rowid → key map (its index: t->nrowkeys - 1). */
+static int rowkeys_push(es_table *t, const void *k, size_t n)
+{
+    if (t->nrowkeys == t->caprowkeys) {
+        size_t cap = t->caprowkeys ? 2 * t->caprowkeys : 16;
+        keybuf *nk = sqlite3_realloc64(t->rowkeys, cap * sizeof *nk);
+        if (!nk) return SQLITE_NOMEM;
+        t->rowkeys = nk;
+        t->caprowkeys = cap;
+    }
+    keybuf *r = &t->rowkeys[t->nrowkeys];
+    r->p = sqlite3_malloc64(n + 1);
+    if (!r->p) return SQLITE_NOMEM;
+    memcpy(r->p, k, n);
+    r->n = n;
+    t->nrowkeys++;
+    return SQLITE_OK;
+}
+
+/* xOpen of both modules: a zeroed cursor object of `size` bytes. */
+static int cursor_alloc(size_t size, sqlite3_vtab_cursor **out)
+{
+    sqlite3_vtab_cursor *c = sqlite3_malloc64(size);
+    if (!c) return SQLITE_NOMEM;
+    memset(c, 0, size);
+    *out = c;
+    return SQLITE_OK;
+}
+
+/* A read-only table follows a store another process writes: pick up its new state (records,
+ * and the store default age and retention floor its last writer open recorded) once per cursor,
+ * i.e. per scan, not per row of a join. Writers: a no-op. */
+static int refresh_once(int *done, od_eventstore *es, sqlite3_vtab *vt, const char *what)
+{
+    if (*done) return SQLITE_OK;
+    od_err err = {0};
+    if (od_ev_refresh(es, &err)) return set_od_err(vt, &err, what);
+    *done = 1;
+    return SQLITE_OK;
+}
+
+/* The start of xFilter in both modules: refresh (refresh_once), read the plan's bounds into b,
+ * and add the keys a numeric key term matches. `who` prefixes error messages. */
+static int scan_start(es_table *t, int *refreshed, scan_bounds *b, numkeys *nk, int idxNum, int argc,
+                      sqlite3_value **argv, const char *who)
+{
+    int rc = refresh_once(refreshed, t->es, &t->base, who);
+    if (rc) return rc;
+    rc = read_bounds(idxNum, argc, argv, b);
+    if (!rc && !b->none && b->nnums) rc = add_numeric_keys(t->db, &t->numst, t->es, nk, b, &t->base, who);
+    return rc;
+}
+
+/* A scan over key ranges (no key list): the store's keys from b's lower bound on. */
+static int scan_keys_open(es_table *t, const scan_bounds *b, od_ev_keys **out, const char *who)
+{
+    od_err err = {0};
+    if (od_ev_keys_open(t->es, b->has_lo ? b->lo : NULL, b->has_lo ? b->lolen : 0, NULL, 0, out, &err))
+        return set_od_err(&t->base, &err, who);
+    return SQLITE_OK;
+}
+
+static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller);
+
+/* xSync of both modules: the first table of a store to be synced at COMMIT commits the whole
+ * store's transaction (store_commit); the others then find nothing pending. */
+static int table_sync(sqlite3_vtab *vt)
+{
+    es_table *t = (es_table *)vt;
+    return store_commit(t->conn, t->es, vt);
+}
+
+/* xRelease of both modules: RELEASE keeps what the savepoint's statements did. */
+static int table_release(sqlite3_vtab *vt, int i)
+{
+    es_table *t = (es_table *)vt;
+    if (i < t->nsp) t->nsp = i;
+    return SQLITE_OK;
+}
+
 /* ---------------------------------------------------------------- the eventstore table */
 
 enum { C_KEY = 0, C_SEQ, C_TS, C_VALUE, C_HEADERS, C_EXPECTED };
@@ -888,22 +1040,14 @@ typedef struct sp_state {
 } sp_state;
 
 typedef struct ev_vtab {
-    sqlite3_vtab base;
-    sqlite3 *db;
-    es_conn *conn;
-    struct ev_vtab *next_in_conn;
-    sqlite3_stmt *numst;     /* add_numeric_keys' comparison */
-    od_eventstore *es;
-    char *uri;
+    es_table tab;
     pend_rec *recs;
     size_t nrecs, caprecs;
     pend_trim *trims;
     size_t ntrims, captrims;
     int trims_unsorted;      /* trims not in key order (binary search only when sorted) */
     sp_state *sps;           /* savepoint i → pending state at its start */
-    int nsp, capsp;
-    keybuf *rowkeys;         /* rowid >> 40 → key (for DELETE) */
-    size_t nrowkeys, caprowkeys;
+    int capsp;
 } ev_vtab;
 
 #define ROWID_SEQ_BITS 40
@@ -943,60 +1087,23 @@ static pend_trim *find_trim(ev_vtab *v, const void *k, size_t n)
     return NULL;
 }
 
-static void rowkeys_clear(ev_vtab *v)
-{
-    for (size_t i = 0; i < v->nrowkeys; i++) sqlite3_free(v->rowkeys[i].p);
-    v->nrowkeys = 0;
-}
-
 static int ev_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **out, char **pzErr)
 {
-    ev_vtab *v = sqlite3_malloc(sizeof *v);
-    if (!v) return SQLITE_NOMEM;
-    memset(v, 0, sizeof *v);
-    int rc = acquire(argc, argv, "eventstore", &v->uri, &v->es, pzErr);
-    if (rc) {
-        sqlite3_free(v);
-        return rc;
-    }
-    rc = sqlite3_declare_vtab(db, "CREATE TABLE x(key TEXT, seq INTEGER, ts INTEGER, value, headers TEXT, "
-                                  "expected_seq HIDDEN)");
-    if (rc) {
-        od_vtab_handle_release(v->es);
-        sqlite3_free(v->uri);
-        sqlite3_free(v);
-        return rc;
-    }
-    sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
-    v->db = db;
-    v->conn = aux;
-    v->conn->refs++;
-    v->next_in_conn = v->conn->evs;
-    v->conn->evs = v;
-    *out = &v->base;
-    return SQLITE_OK;
+    es_conn *c = aux;
+    return table_connect(db, c, &c->evs, "eventstore",
+                         "CREATE TABLE x(key TEXT, seq INTEGER, ts INTEGER, value, headers TEXT, expected_seq HIDDEN)",
+                         sizeof(ev_vtab), argc, argv, out, pzErr);
 }
 
 static int ev_disconnect(sqlite3_vtab *vt)
 {
     ev_vtab *v = (ev_vtab *)vt;
     pending_clear(v, 0, 0);
-    rowkeys_clear(v);
     sqlite3_free(v->recs);
     sqlite3_free(v->trims);
     for (int i = 0; i < v->capsp; i++) sqlite3_free(v->sps[i].next_del);
     sqlite3_free(v->sps);
-    sqlite3_free(v->rowkeys);
-    od_vtab_handle_release(v->es);
-    sqlite3_finalize(v->numst);
-    for (ev_vtab **pp = &v->conn->evs; *pp; pp = &(*pp)->next_in_conn)
-        if (*pp == v) {
-            *pp = v->next_in_conn;
-            break;
-        }
-    conn_unref(v->conn);
-    sqlite3_free(v->uri);
-    sqlite3_free(v);
+    table_disconnect(&v->tab, &v->tab.conn->evs);
     return SQLITE_OK;
 }
 
@@ -1027,12 +1134,8 @@ typedef struct ev_cursor {
 
 static int ev_open(sqlite3_vtab *vt, sqlite3_vtab_cursor **out)
 {
-    ev_cursor *c = sqlite3_malloc(sizeof *c);
-    if (!c) return SQLITE_NOMEM;
-    memset(c, 0, sizeof *c);
-    *out = &c->base;
     (void)vt;
-    return SQLITE_OK;
+    return cursor_alloc(sizeof(ev_cursor), out);
 }
 
 static void desc_free(ev_cursor *c)
@@ -1088,18 +1191,6 @@ static int set_od_err(sqlite3_vtab *vt, const od_err *e, const char *what)
     return SQLITE_ERROR;
 }
 
-/* A read-only table follows a store another process writes: pick up its new state (records,
- * and the store default age and retention floor its last writer open recorded) once per cursor,
- * i.e. per scan, not per row of a join. Writers: a no-op. */
-static int refresh_once(int *done, od_eventstore *es, sqlite3_vtab *vt, const char *what)
-{
-    if (*done) return SQLITE_OK;
-    od_err err = {0};
-    if (od_ev_refresh(es, &err)) return set_od_err(vt, &err, what);
-    *done = 1;
-    return SQLITE_OK;
-}
-
 /* Open a record cursor for the key [k, n) within the seq/ts bounds. */
 static int open_key_cursor(ev_cursor *c, ev_vtab *v, const void *k, size_t n, od_ev_cursor **out, od_err *err)
 {
@@ -1113,7 +1204,7 @@ static int open_key_cursor(ev_cursor *c, ev_vtab *v, const void *k, size_t n, od
     }
     if (c->b.has_seq_hi) ro.end_seq = c->b.seq_hi;
     if (c->b.has_ts_hi && c->b.ts_hi > 0) ro.end_ts_ms = c->b.ts_hi;
-    return od_ev_cursor_open(v->es, k, n, &ro, out, err);
+    return od_ev_cursor_open(v->tab.es, k, n, &ro, out, err);
 }
 
 /* Open the record cursor of the current key [k, n). */
@@ -1158,7 +1249,7 @@ static int settle(ev_cursor *c, ev_vtab *v)
                 }
             }
             rc = od_ev_cursor_next(c->rc, &err);
-            if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+            if (rc) return set_od_err(&v->tab.base, &err, "eventstore: ");
         }
         /* next key */
         if (c->b.neq) {
@@ -1171,7 +1262,7 @@ static int settle(ev_cursor *c, ev_vtab *v)
             if (!c->keys) break;
             if (c->rc) { /* the previous key is done */
                 rc = od_ev_keys_next(c->keys, &err);
-                if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+                if (rc) return set_od_err(&v->tab.base, &err, "eventstore: ");
             }
             while (od_ev_keys_valid(c->keys)) {
                 size_t kl;
@@ -1182,14 +1273,14 @@ static int settle(ev_cursor *c, ev_vtab *v)
                     return SQLITE_OK;
                 }
                 rc = od_ev_keys_next(c->keys, &err);
-                if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+                if (rc) return set_od_err(&v->tab.base, &err, "eventstore: ");
             }
             if (!od_ev_keys_valid(c->keys)) break;
             size_t kl;
             const uint8_t *kp = od_ev_keys_key(c->keys, &kl);
             rc = open_key(c, v, kp, kl, &err);
         }
-        if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+        if (rc) return set_od_err(&v->tab.base, &err, "eventstore: ");
     }
     c->eof = 1;
     return SQLITE_OK;
@@ -1259,7 +1350,7 @@ static int merge_settle_one(ev_cursor *c, ev_vtab *v, size_t i, int *ok)
             *ok = 1;
             return SQLITE_OK;
         }
-        if (od_ev_cursor_next(c->mc[i], &err)) return set_od_err(&v->base, &err, "eventstore: ");
+        if (od_ev_cursor_next(c->mc[i], &err)) return set_od_err(&v->tab.base, &err, "eventstore: ");
     }
     return SQLITE_OK;
 }
@@ -1281,7 +1372,7 @@ static int merge_emit(ev_cursor *c, ev_vtab *v)
         }
         c->skipped++;
         int ok;
-        if (od_ev_cursor_next(c->mc[top], &err)) return set_od_err(&v->base, &err, "eventstore: ");
+        if (od_ev_cursor_next(c->mc[top], &err)) return set_od_err(&v->tab.base, &err, "eventstore: ");
         int rc = merge_settle_one(c, v, top, &ok);
         if (rc) return rc;
         if (!ok) c->heap[0] = c->heap[--c->nheap];
@@ -1297,7 +1388,7 @@ static int merge_next(ev_cursor *c, ev_vtab *v)
         return SQLITE_OK;
     }
     size_t top = c->heap[0];
-    if (od_ev_cursor_next(c->mc[top], &err)) return set_od_err(&v->base, &err, "eventstore: ");
+    if (od_ev_cursor_next(c->mc[top], &err)) return set_od_err(&v->tab.base, &err, "eventstore: ");
     int ok, rc = merge_settle_one(c, v, top, &ok);
     if (rc) return rc;
     if (!ok) c->heap[0] = c->heap[--c->nheap];
@@ -1316,7 +1407,7 @@ static int merge_open(ev_cursor *c, ev_vtab *v)
         if (!key_in_range(&c->b, k->p, k->n) || k->n == 0 || k->n > OD_EV_KEY_MAX) continue;
         size_t i = c->nmc;
         c->mc[i] = NULL;
-        if (open_key_cursor(c, v, k->p, k->n, &c->mc[i], &err)) return set_od_err(&v->base, &err, "eventstore: ");
+        if (open_key_cursor(c, v, k->p, k->n, &c->mc[i], &err)) return set_od_err(&v->tab.base, &err, "eventstore: ");
         c->nmc++;
         int ok, rc = merge_settle_one(c, v, i, &ok);
         if (rc) return rc;
@@ -1334,8 +1425,8 @@ static int desc_tail_fill(ev_cursor *c, ev_vtab *v)
     ro.tail_n = c->b.limit < 0 ? UINT64_MAX : (uint64_t)c->b.limit + (uint64_t)c->b.offset;
     od_ev_cursor *rc_ = NULL;
     od_err err = {0};
-    int rc = od_ev_cursor_open(v->es, c->b.eq[0].p, c->b.eq[0].n, &ro, &rc_, &err);
-    if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+    int rc = od_ev_cursor_open(v->tab.es, c->b.eq[0].p, c->b.eq[0].n, &ro, &rc_, &err);
+    if (rc) return set_od_err(&v->tab.base, &err, "eventstore: ");
     long cap = 0;
     while (od_ev_cursor_valid(rc_)) {
         od_ev_record r;
@@ -1347,7 +1438,7 @@ static int desc_tail_fill(ev_cursor *c, ev_vtab *v)
         rc = od_ev_cursor_next(rc_, &err);
         if (rc) {
             od_ev_cursor_free(rc_);
-            return set_od_err(&v->base, &err, "eventstore: ");
+            return set_od_err(&v->tab.base, &err, "eventstore: ");
         }
     }
     od_ev_cursor_free(rc_);
@@ -1361,11 +1452,7 @@ static int ev_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
     ev_vtab *v = (ev_vtab *)cur->pVtab;
     (void)idxStr;
     ev_reset(c);
-    int rc = refresh_once(&c->refreshed, v->es, &v->base, "eventstore: ");
-    if (rc) return rc;
-    rc = read_bounds(idxNum, argc, argv, &c->b);
-    if (!rc && !c->b.none && c->b.nnums)
-        rc = add_numeric_keys(v->db, &v->numst, v->es, &c->nk, &c->b, &v->base, "eventstore: ");
+    int rc = scan_start(&v->tab, &c->refreshed, &c->b, &c->nk, idxNum, argc, argv, "eventstore: ");
     if (rc) return rc;
     if (c->b.none) {
         c->eof = 1;
@@ -1379,10 +1466,8 @@ static int ev_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, i
         return SQLITE_OK;
     }
     if (!c->b.neq) {
-        od_err err = {0};
-        rc = od_ev_keys_open(v->es, c->b.has_lo ? c->b.lo : NULL, c->b.has_lo ? c->b.lolen : 0,
-                             NULL, 0, &c->keys, &err);
-        if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+        rc = scan_keys_open(&v->tab, &c->b, &c->keys, "eventstore: ");
+        if (rc) return rc;
     }
     if ((idxNum & P_SEQ_ORDER) && c->b.neq > 1) return merge_open(c, v);
     return settle(c, v);
@@ -1402,7 +1487,7 @@ static int ev_next(sqlite3_vtab_cursor *cur)
     }
     if (c->mc) return merge_next(c, v);
     int rc = od_ev_cursor_next(c->rc, &err);
-    if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+    if (rc) return set_od_err(&v->tab.base, &err, "eventstore: ");
     return settle(c, v);
 }
 
@@ -1479,8 +1564,9 @@ static int ev_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *out)
 {
     ev_cursor *c = (ev_cursor *)cur;
     ev_vtab *v = (ev_vtab *)cur->pVtab;
-    size_t i = v->nrowkeys, lim = i > 8 ? i - 8 : 0;
-    while (i > lim && !(v->rowkeys[i - 1].n == c->rec.klen && memcmp(v->rowkeys[i - 1].p, c->rec.key, c->rec.klen) == 0))
+    size_t i = v->tab.nrowkeys, lim = i > 8 ? i - 8 : 0;
+    while (i > lim && !(v->tab.rowkeys[i - 1].n == c->rec.klen &&
+                        memcmp(v->tab.rowkeys[i - 1].p, c->rec.key, c->rec.klen) == 0))
         i--;
     if (i > lim) {
         i--;
@@ -1489,20 +1575,10 @@ static int ev_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *out)
          * alternate among a few keys in a seq merge; a key met again later just gets a second
          * index: both name the same key). Searching every entry here made a DELETE over many
          * keys quadratic. */
-        if (v->nrowkeys >= ((size_t)1 << 22)) rowkeys_clear(v);
-        i = v->nrowkeys;
-        if (v->nrowkeys == v->caprowkeys) {
-            size_t cap = v->caprowkeys ? 2 * v->caprowkeys : 16;
-            keybuf *nk = sqlite3_realloc64(v->rowkeys, cap * sizeof *nk);
-            if (!nk) return SQLITE_NOMEM;
-            v->rowkeys = nk;
-            v->caprowkeys = cap;
-        }
-        v->rowkeys[i].p = sqlite3_malloc64(c->rec.klen + 1);
-        if (!v->rowkeys[i].p) return SQLITE_NOMEM;
-        memcpy(v->rowkeys[i].p, c->rec.key, c->rec.klen);
-        v->rowkeys[i].n = c->rec.klen;
-        v->nrowkeys++;
+        if (v->tab.nrowkeys >= ((size_t)1 << 22)) rowkeys_clear(&v->tab);
+        i = v->tab.nrowkeys;
+        int rc = rowkeys_push(&v->tab, c->rec.key, c->rec.klen);
+        if (rc) return rc;
     }
     *out = (sqlite3_int64)(((uint64_t)i << ROWID_SEQ_BITS) | (c->rec.seq & ((UINT64_C(1) << ROWID_SEQ_BITS) - 1)));
     return SQLITE_OK;
@@ -1524,18 +1600,18 @@ static int parse_headers(ev_vtab *v, sqlite3_value *hv, pend_rec *r)
     int t = sqlite3_value_type(hv);
     if (t == SQLITE_NULL) return SQLITE_OK;
     if (t != SQLITE_TEXT)
-        return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: headers must be a JSON object of strings (TEXT)");
+        return vt_error(&v->tab.base, SQLITE_MISMATCH, "eventstore: headers must be a JSON object of strings (TEXT)");
     const char *txt = (const char *)sqlite3_value_text(hv);
     cJSON *o = cJSON_Parse(txt);
     if (!o || !cJSON_IsObject(o)) {
         cJSON_Delete(o);
-        return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: headers must be a JSON object of strings, got %.60s", txt);
+        return vt_error(&v->tab.base, SQLITE_MISMATCH, "eventstore: headers must be a JSON object of strings, got %.60s", txt);
     }
     size_t n = 0, bytes = 0;
     cJSON *it;
     cJSON_ArrayForEach(it, o) {
         if (!cJSON_IsString(it) && !cJSON_IsNumber(it) && !cJSON_IsBool(it)) {
-            int rc = vt_error(&v->base, SQLITE_MISMATCH,
+            int rc = vt_error(&v->tab.base, SQLITE_MISMATCH,
                               "eventstore: header \"%s\" must be a string, number or boolean", it->string);
             cJSON_Delete(o);
             return rc;
@@ -1544,7 +1620,7 @@ static int parse_headers(ev_vtab *v, sqlite3_value *hv, pend_rec *r)
     }
     if (n > OD_EV_HEADERS_MAX) {
         cJSON_Delete(o);
-        return vt_error(&v->base, SQLITE_TOOBIG, "eventstore: %lld headers, the limit is %d", (long long)n, OD_EV_HEADERS_MAX);
+        return vt_error(&v->tab.base, SQLITE_TOOBIG, "eventstore: %lld headers, the limit is %d", (long long)n, OD_EV_HEADERS_MAX);
     }
     /* render every value as text, keep all bytes in one allocation */
     char **vals = sqlite3_malloc64((n ? n : 1) * sizeof *vals);
@@ -1567,7 +1643,7 @@ static int parse_headers(ev_vtab *v, sqlite3_value *hv, pend_rec *r)
         i++;
     }
     if (!rc && bytes > OD_EV_HEADER_BYTES_MAX)
-        rc = vt_error(&v->base, SQLITE_TOOBIG, "eventstore: headers larger than %d bytes", OD_EV_HEADER_BYTES_MAX);
+        rc = vt_error(&v->tab.base, SQLITE_TOOBIG, "eventstore: headers larger than %d bytes", OD_EV_HEADER_BYTES_MAX);
     if (!rc) {
         r->hjson = sqlite3_malloc64(bytes + 1);
         r->h = sqlite3_malloc64((n ? n : 1) * sizeof *r->h);
@@ -1597,31 +1673,31 @@ static int ev_insert(ev_vtab *v, sqlite3_value **argv)
     sqlite3_value *kv = argv[2 + C_KEY], *sv = argv[2 + C_SEQ], *tv = argv[2 + C_TS], *vv = argv[2 + C_VALUE];
     sqlite3_value *hv = argv[2 + C_HEADERS], *ev = argv[2 + C_EXPECTED];
     if (sqlite3_value_type(kv) == SQLITE_NULL)
-        return vt_error(&v->base, SQLITE_CONSTRAINT, "eventstore: key must not be NULL");
+        return vt_error(&v->tab.base, SQLITE_CONSTRAINT, "eventstore: key must not be NULL");
     if (sqlite3_value_type(kv) != SQLITE_TEXT)
-        return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: key must be TEXT");
+        return vt_error(&v->tab.base, SQLITE_MISMATCH, "eventstore: key must be TEXT");
     size_t klen = (size_t)sqlite3_value_bytes(kv);
-    if (klen == 0) return vt_error(&v->base, SQLITE_CONSTRAINT, "eventstore: key must not be empty");
+    if (klen == 0) return vt_error(&v->tab.base, SQLITE_CONSTRAINT, "eventstore: key must not be empty");
     if (klen > OD_EV_KEY_MAX)
-        return vt_error(&v->base, SQLITE_TOOBIG, "eventstore: key of %lld bytes is longer than the limit of %d", (long long)klen,
+        return vt_error(&v->tab.base, SQLITE_TOOBIG, "eventstore: key of %lld bytes is longer than the limit of %d", (long long)klen,
                         OD_EV_KEY_MAX);
     int vt = sqlite3_value_type(vv);
     if (vt == SQLITE_INTEGER || vt == SQLITE_FLOAT)
-        return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: value must be TEXT, BLOB or NULL");
+        return vt_error(&v->tab.base, SQLITE_MISMATCH, "eventstore: value must be TEXT, BLOB or NULL");
     size_t vlen = vt == SQLITE_NULL ? 0 : (size_t)sqlite3_value_bytes(vv);
     if (vlen > OD_EV_VALUE_MAX)
-        return vt_error(&v->base, SQLITE_TOOBIG, "eventstore: value of %lld bytes is larger than the limit of %u",
+        return vt_error(&v->tab.base, SQLITE_TOOBIG, "eventstore: value of %lld bytes is larger than the limit of %u",
                         (long long)vlen, (unsigned)OD_EV_VALUE_MAX);
     int64_t ts = 0, expected = OD_EV_ANY;
     if (sqlite3_value_type(tv) != SQLITE_NULL) {
         if (sqlite3_value_type(tv) != SQLITE_INTEGER || sqlite3_value_int64(tv) < 0)
-            return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: ts must be a non-negative INTEGER (unix ms)");
+            return vt_error(&v->tab.base, SQLITE_MISMATCH, "eventstore: ts must be a non-negative INTEGER (unix ms)");
         ts = sqlite3_value_int64(tv);
     }
     sqlite3_value *xv = sqlite3_value_type(ev) != SQLITE_NULL ? ev : sv;
     if (sqlite3_value_type(xv) != SQLITE_NULL) {
         if (sqlite3_value_type(xv) != SQLITE_INTEGER || sqlite3_value_int64(xv) < 0)
-            return vt_error(&v->base, SQLITE_MISMATCH, "eventstore: %s must be a non-negative INTEGER",
+            return vt_error(&v->tab.base, SQLITE_MISMATCH, "eventstore: %s must be a non-negative INTEGER",
                             xv == ev ? "expected_seq" : "seq");
         expected = sqlite3_value_int64(xv);
     }
@@ -1646,13 +1722,13 @@ static int ev_insert(ev_vtab *v, sqlite3_value **argv)
     r.flags = vt == SQLITE_TEXT ? F_TEXT : vt == SQLITE_NULL ? F_NULL : 0;
     r.ts = ts;
     r.expected = expected;
-    r.order = v->conn->order++;
+    r.order = v->tab.conn->order++;
     if (v->nrecs == v->caprecs) {
         size_t cap = v->caprecs ? 2 * v->caprecs : 16;
         if (cap > OD_EV_BATCH_MAX) cap = OD_EV_BATCH_MAX;
         if (v->nrecs >= cap) {
             pend_rec_free(&r);
-            return vt_error(&v->base, SQLITE_TOOBIG,
+            return vt_error(&v->tab.base, SQLITE_TOOBIG,
                             "eventstore: more than %d records in one transaction", OD_EV_BATCH_MAX);
         }
         pend_rec *nr = sqlite3_realloc64(v->recs, cap * sizeof *nr);
@@ -1672,16 +1748,16 @@ static int ev_delete(ev_vtab *v, sqlite3_int64 rowid)
 {
     uint64_t ki = (uint64_t)rowid >> ROWID_SEQ_BITS;
     uint64_t seq = (uint64_t)rowid & ((UINT64_C(1) << ROWID_SEQ_BITS) - 1);
-    if (ki >= v->nrowkeys) return vt_error(&v->base, SQLITE_ERROR, "eventstore: DELETE of an unknown row");
-    keybuf *k = &v->rowkeys[ki];
+    if (ki >= v->tab.nrowkeys) return vt_error(&v->tab.base, SQLITE_ERROR, "eventstore: DELETE of an unknown row");
+    keybuf *k = &v->tab.rowkeys[ki];
     pend_trim *t = find_trim(v, k->p, k->n);
     if (!t) {
         /* the first visible record of the key now */
         od_ev_read_opts ro = {.from = OD_EV_FROM_SEQ, .max_count = 1};
         od_ev_cursor *c;
         od_err err = {0};
-        int rc = od_ev_cursor_open(v->es, k->p, k->n, &ro, &c, &err);
-        if (rc) return set_od_err(&v->base, &err, "eventstore: ");
+        int rc = od_ev_cursor_open(v->tab.es, k->p, k->n, &ro, &c, &err);
+        if (rc) return set_od_err(&v->tab.base, &err, "eventstore: ");
         od_ev_record r;
         od_ev_cursor_record(c, &r);
         uint64_t first = od_ev_cursor_valid(c) ? r.seq : UINT64_MAX;
@@ -1706,7 +1782,7 @@ static int ev_delete(ev_vtab *v, sqlite3_int64 rowid)
     }
     if (seq >= t->first && seq < t->next_del) return SQLITE_OK; /* an earlier DELETE of this transaction */
     if (seq != t->next_del)
-        return vt_error(&v->base, SQLITE_CONSTRAINT,
+        return vt_error(&v->tab.base, SQLITE_CONSTRAINT,
                         "eventstore: DELETE can only remove the oldest records of a key (a prefix of its log), "
                         "e.g. DELETE FROM t WHERE key = ? AND seq < ?");
     t->next_del = seq + 1;
@@ -1727,25 +1803,16 @@ static int ev_begin(sqlite3_vtab *vt)
 {
     ev_vtab *v = (ev_vtab *)vt;
     pending_clear(v, 0, 0);
-    v->nsp = 0;
+    v->tab.nsp = 0;
     return SQLITE_OK;
-}
-
-static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller);
-
-/* COMMIT: the first table of a store to be synced commits the whole store's transaction. */
-static int ev_sync(sqlite3_vtab *vt)
-{
-    ev_vtab *v = (ev_vtab *)vt;
-    return store_commit(v->conn, v->es, vt);
 }
 
 static int ev_commit(sqlite3_vtab *vt)
 {
     ev_vtab *v = (ev_vtab *)vt;
     pending_clear(v, 0, 0);
-    rowkeys_clear(v);
-    v->nsp = 0;
+    rowkeys_clear(&v->tab);
+    v->tab.nsp = 0;
     return SQLITE_OK;
 }
 
@@ -1763,7 +1830,7 @@ static int ev_savepoint(sqlite3_vtab *vt, int i)
         v->capsp = i + 1;
     }
     /* savepoints opened before this table joined the transaction: nothing was pending then */
-    for (int j = v->nsp; j < i; j++) {
+    for (int j = v->tab.nsp; j < i; j++) {
         sqlite3_free(v->sps[j].next_del);
         v->sps[j] = (sp_state){0, 0, NULL};
     }
@@ -1777,25 +1844,18 @@ static int ev_savepoint(sqlite3_vtab *vt, int i)
     }
     sp->nrecs = v->nrecs;
     sp->ntrims = v->ntrims;
-    v->nsp = i + 1;
-    return SQLITE_OK;
-}
-
-static int ev_release(sqlite3_vtab *vt, int i)
-{
-    ev_vtab *v = (ev_vtab *)vt;
-    if (i < v->nsp) v->nsp = i;
+    v->tab.nsp = i + 1;
     return SQLITE_OK;
 }
 
 static int ev_rollback_to(sqlite3_vtab *vt, int i)
 {
     ev_vtab *v = (ev_vtab *)vt;
-    if (i < 0 || i >= v->nsp) return SQLITE_OK;
+    if (i < 0 || i >= v->tab.nsp) return SQLITE_OK;
     const sp_state *sp = &v->sps[i];
     pending_clear(v, sp->nrecs, sp->ntrims);
     for (size_t j = 0; j < sp->ntrims; j++) v->trims[j].next_del = sp->next_del[j];
-    v->nsp = i + 1;
+    v->tab.nsp = i + 1;
     return SQLITE_OK;
 }
 
@@ -1815,11 +1875,11 @@ static sqlite3_module ev_module = {
     .xRowid = ev_rowid,
     .xUpdate = ev_update,
     .xBegin = ev_begin,
-    .xSync = ev_sync,
+    .xSync = table_sync,
     .xCommit = ev_commit,
     .xRollback = ev_rollback,
     .xSavepoint = ev_savepoint,
-    .xRelease = ev_release,
+    .xRelease = table_release,
     .xRollbackTo = ev_rollback_to,
 };
 
@@ -1837,56 +1897,28 @@ typedef struct pend_key {
 } pend_key;
 
 typedef struct keys_vtab {
-    sqlite3_vtab base;
-    es_conn *conn;
-    struct keys_vtab *next_in_conn;
-    sqlite3 *db;
-    sqlite3_stmt *numst;     /* add_numeric_keys' comparison */
-    od_eventstore *es;
-    char *uri;
+    es_table tab;
     pend_key *ops;
     size_t nops, capops;
     size_t *sp_nops;         /* savepoint i → nops at its start */
-    int nsp, capsp;
-    keybuf *rowkeys;
-    size_t nrowkeys, caprowkeys;
+    int capsp;
 } keys_vtab;
 
 static void keys_pending_clear(keys_vtab *v)
 {
     for (size_t i = 0; i < v->nops; i++) sqlite3_free(v->ops[i].key);
     v->nops = 0;
-    for (size_t i = 0; i < v->nrowkeys; i++) sqlite3_free(v->rowkeys[i].p);
-    v->nrowkeys = 0;
+    rowkeys_clear(&v->tab);
 }
 
 static int k_connect(sqlite3 *db, void *aux, int argc, const char *const *argv, sqlite3_vtab **out, char **pzErr)
 {
-    keys_vtab *v = sqlite3_malloc(sizeof *v);
-    if (!v) return SQLITE_NOMEM;
-    memset(v, 0, sizeof *v);
-    int rc = acquire(argc, argv, "eventstore_keys", &v->uri, &v->es, pzErr);
-    if (rc) {
-        sqlite3_free(v);
-        return rc;
-    }
-    rc = sqlite3_declare_vtab(db, "CREATE TABLE x(key TEXT, first_seq INTEGER, next_seq INTEGER, count INTEGER, "
-                                  "bytes INTEGER, last_ts INTEGER, created_ts INTEGER, retention_age_ms INTEGER, "
-                                  "retention_count INTEGER)");
-    if (rc) {
-        od_vtab_handle_release(v->es);
-        sqlite3_free(v->uri);
-        sqlite3_free(v);
-        return rc;
-    }
-    sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
-    v->db = db;
-    v->conn = aux;
-    v->conn->refs++;
-    v->next_in_conn = v->conn->keys;
-    v->conn->keys = v;
-    *out = &v->base;
-    return SQLITE_OK;
+    es_conn *c = aux;
+    return table_connect(db, c, &c->keys, "eventstore_keys",
+                         "CREATE TABLE x(key TEXT, first_seq INTEGER, next_seq INTEGER, count INTEGER, "
+                         "bytes INTEGER, last_ts INTEGER, created_ts INTEGER, retention_age_ms INTEGER, "
+                         "retention_count INTEGER)",
+                         sizeof(keys_vtab), argc, argv, out, pzErr);
 }
 
 static int k_disconnect(sqlite3_vtab *vt)
@@ -1895,17 +1927,7 @@ static int k_disconnect(sqlite3_vtab *vt)
     keys_pending_clear(v);
     sqlite3_free(v->ops);
     sqlite3_free(v->sp_nops);
-    sqlite3_free(v->rowkeys);
-    od_vtab_handle_release(v->es);
-    sqlite3_finalize(v->numst);
-    for (keys_vtab **pp = &v->conn->keys; *pp; pp = &(*pp)->next_in_conn)
-        if (*pp == v) {
-            *pp = v->next_in_conn;
-            break;
-        }
-    conn_unref(v->conn);
-    sqlite3_free(v->uri);
-    sqlite3_free(v);
+    table_disconnect(&v->tab, &v->tab.conn->keys);
     return SQLITE_OK;
 }
 
@@ -1930,12 +1952,8 @@ typedef struct k_cursor {
 
 static int k_open(sqlite3_vtab *vt, sqlite3_vtab_cursor **out)
 {
-    k_cursor *c = sqlite3_malloc(sizeof *c);
-    if (!c) return SQLITE_NOMEM;
-    memset(c, 0, sizeof *c);
-    *out = &c->base;
     (void)vt;
-    return SQLITE_OK;
+    return cursor_alloc(sizeof(k_cursor), out);
 }
 
 static void k_reset(k_cursor *c)
@@ -1979,15 +1997,15 @@ static int k_settle(k_cursor *c, keys_vtab *v, int first)
             if (c->eqi >= c->b.neq) break;
             keybuf *k = &c->b.eq[c->eqi++];
             if (!key_in_range(&c->b, k->p, k->n) || k->n == 0 || k->n > OD_EV_KEY_MAX) continue;
-            rc = od_ev_tail(v->es, k->p, k->n, &c->info, &err);
-            if (rc) return set_od_err(&v->base, &err, "eventstore_keys: ");
+            rc = od_ev_tail(v->tab.es, k->p, k->n, &c->info, &err);
+            if (rc) return set_od_err(&v->tab.base, &err, "eventstore_keys: ");
             if (!c->info.exists) continue;
             rc = k_take(c, k->p, k->n);
             if (rc) return rc;
         } else {
             if (!first) {
                 rc = od_ev_keys_next(c->keys, &err);
-                if (rc) return set_od_err(&v->base, &err, "eventstore_keys: ");
+                if (rc) return set_od_err(&v->tab.base, &err, "eventstore_keys: ");
             }
             first = 0;
             if (!od_ev_keys_valid(c->keys)) break;
@@ -2019,18 +2037,12 @@ static int k_filter(sqlite3_vtab_cursor *cur, int idxNum, const char *idxStr, in
     keys_vtab *v = (keys_vtab *)cur->pVtab;
     (void)idxStr;
     k_reset(c);
-    int rc = refresh_once(&c->refreshed, v->es, &v->base, "eventstore_keys: ");
-    if (rc) return rc;
-    rc = read_bounds(idxNum, argc, argv, &c->b);
-    if (!rc && !c->b.none && c->b.nnums)
-        rc = add_numeric_keys(v->db, &v->numst, v->es, &c->nk, &c->b, &v->base, "eventstore_keys: ");
+    int rc = scan_start(&v->tab, &c->refreshed, &c->b, &c->nk, idxNum, argc, argv, "eventstore_keys: ");
     if (rc) return rc;
     if (c->b.none) return SQLITE_OK;
     if (!c->b.neq) {
-        od_err err = {0};
-        rc = od_ev_keys_open(v->es, c->b.has_lo ? c->b.lo : NULL, c->b.has_lo ? c->b.lolen : 0, NULL, 0, &c->keys,
-                             &err);
-        if (rc) return set_od_err(&v->base, &err, "eventstore_keys: ");
+        rc = scan_keys_open(&v->tab, &c->b, &c->keys, "eventstore_keys: ");
+        if (rc) return rc;
     }
     return k_settle(c, v, 1);
 }
@@ -2073,24 +2085,14 @@ static int k_rowid(sqlite3_vtab_cursor *cur, sqlite3_int64 *out)
     k_cursor *c = (k_cursor *)cur;
     keys_vtab *v = (keys_vtab *)cur->pVtab;
     /* the same key asked twice (UPDATE reads old and new rowid) gets the same rowid */
-    if (v->nrowkeys && v->rowkeys[v->nrowkeys - 1].n == c->klen &&
-        memcmp(v->rowkeys[v->nrowkeys - 1].p, c->key, c->klen) == 0) {
-        *out = (sqlite3_int64)(v->nrowkeys - 1);
+    if (v->tab.nrowkeys && v->tab.rowkeys[v->tab.nrowkeys - 1].n == c->klen &&
+        memcmp(v->tab.rowkeys[v->tab.nrowkeys - 1].p, c->key, c->klen) == 0) {
+        *out = (sqlite3_int64)(v->tab.nrowkeys - 1);
         return SQLITE_OK;
     }
-    if (v->nrowkeys == v->caprowkeys) {
-        size_t cap = v->caprowkeys ? 2 * v->caprowkeys : 16;
-        keybuf *nk = sqlite3_realloc64(v->rowkeys, cap * sizeof *nk);
-        if (!nk) return SQLITE_NOMEM;
-        v->rowkeys = nk;
-        v->caprowkeys = cap;
-    }
-    keybuf *k = &v->rowkeys[v->nrowkeys];
-    k->p = sqlite3_malloc64(c->klen + 1);
-    if (!k->p) return SQLITE_NOMEM;
-    memcpy(k->p, c->key, c->klen);
-    k->n = c->klen;
-    *out = (sqlite3_int64)v->nrowkeys++;
+    int rc = rowkeys_push(&v->tab, c->key, c->klen);
+    if (rc) return rc;
+    *out = (sqlite3_int64)(v->tab.nrowkeys - 1);
     return SQLITE_OK;
 }
 
@@ -2101,7 +2103,7 @@ static int k_update(sqlite3_vtab *vt, int argc, sqlite3_value **argv, sqlite3_in
     if (argc > 1 && sqlite3_value_type(argv[0]) == SQLITE_NULL)
         return vt_error(vt, SQLITE_CONSTRAINT, "eventstore_keys: keys are created by appending to them");
     sqlite3_int64 r = sqlite3_value_int64(argv[0]);
-    if (r < 0 || (size_t)r >= v->nrowkeys) return vt_error(vt, SQLITE_ERROR, "eventstore_keys: unknown row");
+    if (r < 0 || (size_t)r >= v->tab.nrowkeys) return vt_error(vt, SQLITE_ERROR, "eventstore_keys: unknown row");
     pend_key op = {0};
     if (argc == 1) {
         op.del = 1;
@@ -2109,13 +2111,13 @@ static int k_update(sqlite3_vtab *vt, int argc, sqlite3_value **argv, sqlite3_in
         if (sqlite3_value_int64(argv[1]) != r) return vt_error(vt, SQLITE_CONSTRAINT, "eventstore_keys: rowid is fixed");
         /* only the retention columns may change */
         sqlite3_value *kv = argv[2 + K_KEY];
-        keybuf *k = &v->rowkeys[r];
+        keybuf *k = &v->tab.rowkeys[r];
         if (sqlite3_value_type(kv) != SQLITE_TEXT || (size_t)sqlite3_value_bytes(kv) != k->n ||
             memcmp(sqlite3_value_text(kv), k->p, k->n) != 0)
             return vt_error(vt, SQLITE_CONSTRAINT, "eventstore_keys: only retention_age_ms and retention_count can change");
         od_ev_key_info ki;
         od_err err = {0};
-        if (od_ev_tail(v->es, k->p, k->n, &ki, &err)) return set_od_err(vt, &err, "eventstore_keys: ");
+        if (od_ev_tail(v->tab.es, k->p, k->n, &ki, &err)) return set_od_err(vt, &err, "eventstore_keys: ");
         const int64_t cur[] = {(int64_t)ki.first_seq, (int64_t)ki.next_seq, (int64_t)ki.count, (int64_t)ki.bytes,
                                ki.last_ts_ms, ki.created_ms};
         for (int col = K_FIRST; col <= K_CREATED; col++)
@@ -2132,12 +2134,12 @@ static int k_update(sqlite3_vtab *vt, int argc, sqlite3_value **argv, sqlite3_in
         op.age = sqlite3_value_int64(argv[2 + K_RET_AGE]);
         op.count = (uint64_t)sqlite3_value_int64(argv[2 + K_RET_COUNT]);
     }
-    keybuf *k = &v->rowkeys[r];
+    keybuf *k = &v->tab.rowkeys[r];
     op.key = sqlite3_malloc64(k->n + 1);
     if (!op.key) return SQLITE_NOMEM;
     memcpy(op.key, k->p, k->n);
     op.klen = k->n;
-    op.order = v->conn->order++;
+    op.order = v->tab.conn->order++;
     if (v->nops == v->capops) {
         size_t cap = v->capops ? 2 * v->capops : 8;
         pend_key *no = sqlite3_realloc64(v->ops, cap * sizeof *no);
@@ -2152,17 +2154,12 @@ static int k_update(sqlite3_vtab *vt, int argc, sqlite3_value **argv, sqlite3_in
     return SQLITE_OK;
 }
 
-static int k_begin(sqlite3_vtab *vt)
+/* xBegin, xCommit (store_commit applied the operations) and xRollback: nothing is pending. */
+static int k_clear(sqlite3_vtab *vt)
 {
     keys_pending_clear((keys_vtab *)vt);
-    ((keys_vtab *)vt)->nsp = 0;
+    ((keys_vtab *)vt)->tab.nsp = 0;
     return SQLITE_OK;
-}
-
-static int k_sync(sqlite3_vtab *vt)
-{
-    keys_vtab *v = (keys_vtab *)vt;
-    return store_commit(v->conn, v->es, vt);
 }
 
 /* Everything this connection's transaction did to the store `es`, in every eventstore and
@@ -2240,13 +2237,13 @@ static int check_insert_after_delete(pend_key **d, size_t nd, pend_rec **pr, siz
 static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller)
 {
     size_t nrecs = 0, nops = 0;
-    for (ev_vtab *v = c->evs; v; v = v->next_in_conn) {
-        if (v->es != es) continue;
+    for (ev_vtab *v = (ev_vtab *)c->evs; v; v = (ev_vtab *)v->tab.next_in_conn) {
+        if (v->tab.es != es) continue;
         nrecs += v->nrecs;
         for (size_t i = 0; i < v->ntrims; i++) nops += v->trims[i].next_del != v->trims[i].first;
     }
-    for (keys_vtab *k = c->keys; k; k = k->next_in_conn)
-        if (k->es == es) nops += k->nops;
+    for (keys_vtab *k = (keys_vtab *)c->keys; k; k = (keys_vtab *)k->tab.next_in_conn)
+        if (k->tab.es == es) nops += k->nops;
     int rc = SQLITE_OK;
     if (nrecs || nops) {
         od_ev_rec_in *in = sqlite3_malloc64((nrecs ? nrecs : 1) * sizeof *in);
@@ -2255,8 +2252,8 @@ static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller)
         pend_rec **pr = sqlite3_malloc64((nrecs ? nrecs : 1) * sizeof *pr);
         if (!in || !seqs || !ops || !pr) rc = SQLITE_NOMEM;
         size_t ni = 0, no = 0;
-        for (ev_vtab *v = c->evs; v && !rc; v = v->next_in_conn) {
-            if (v->es != es) continue;
+        for (ev_vtab *v = (ev_vtab *)c->evs; v && !rc; v = (ev_vtab *)v->tab.next_in_conn) {
+            if (v->tab.es != es) continue;
             for (size_t i = 0; i < v->nrecs; i++) pr[ni++] = &v->recs[i];
             for (size_t i = 0; i < v->ntrims; i++) {
                 pend_trim *t = &v->trims[i];
@@ -2274,13 +2271,13 @@ static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller)
                                    .expected_seq = r->expected, .flags = r->flags};
         }
         size_t nk = 0;
-        for (keys_vtab *k = c->keys; k && !rc; k = k->next_in_conn)
-            if (k->es == es) nk += k->nops;
+        for (keys_vtab *k = (keys_vtab *)c->keys; k && !rc; k = (keys_vtab *)k->tab.next_in_conn)
+            if (k->tab.es == es) nk += k->nops;
         pend_key **pk = sqlite3_malloc64((nk ? nk : 1) * sizeof *pk);
         if (!pk) rc = SQLITE_NOMEM;
         nk = 0;
-        for (keys_vtab *k = c->keys; k && !rc; k = k->next_in_conn)
-            if (k->es == es)
+        for (keys_vtab *k = (keys_vtab *)c->keys; k && !rc; k = (keys_vtab *)k->tab.next_in_conn)
+            if (k->tab.es == es)
                 for (size_t i = 0; i < k->nops; i++) pk[nk++] = &k->ops[i];
         if (!rc && nk > 1) qsort(pk, nk, sizeof *pk, pend_key_order_cmp); /* statement order */
         pend_key **dels = NULL;
@@ -2315,18 +2312,11 @@ static int store_commit(es_conn *c, od_eventstore *es, sqlite3_vtab *caller)
         sqlite3_free(ops);
         sqlite3_free(pr);
     }
-    for (ev_vtab *v = c->evs; v; v = v->next_in_conn)
-        if (v->es == es) pending_clear(v, 0, 0);
-    for (keys_vtab *k = c->keys; k; k = k->next_in_conn)
-        if (k->es == es) keys_pending_clear(k);
+    for (ev_vtab *v = (ev_vtab *)c->evs; v; v = (ev_vtab *)v->tab.next_in_conn)
+        if (v->tab.es == es) pending_clear(v, 0, 0);
+    for (keys_vtab *k = (keys_vtab *)c->keys; k; k = (keys_vtab *)k->tab.next_in_conn)
+        if (k->tab.es == es) keys_pending_clear(k);
     return rc;
-}
-
-static int k_commit(sqlite3_vtab *vt)
-{
-    keys_pending_clear((keys_vtab *)vt);
-    ((keys_vtab *)vt)->nsp = 0;
-    return SQLITE_OK;
 }
 
 /* Savepoints (also SQLite's statement savepoints: a failed statement inside a transaction
@@ -2341,25 +2331,18 @@ static int k_savepoint(sqlite3_vtab *vt, int i)
         v->sp_nops = a;
         v->capsp = i + 1;
     }
-    for (int j = v->nsp; j < i; j++) v->sp_nops[j] = 0; /* opened before this table joined */
+    for (int j = v->tab.nsp; j < i; j++) v->sp_nops[j] = 0; /* opened before this table joined */
     v->sp_nops[i] = v->nops;
-    v->nsp = i + 1;
-    return SQLITE_OK;
-}
-
-static int k_release(sqlite3_vtab *vt, int i)
-{
-    keys_vtab *v = (keys_vtab *)vt;
-    if (i < v->nsp) v->nsp = i;
+    v->tab.nsp = i + 1;
     return SQLITE_OK;
 }
 
 static int k_rollback_to(sqlite3_vtab *vt, int i)
 {
     keys_vtab *v = (keys_vtab *)vt;
-    if (i < 0 || i >= v->nsp) return SQLITE_OK;
+    if (i < 0 || i >= v->tab.nsp) return SQLITE_OK;
     while (v->nops > v->sp_nops[i]) sqlite3_free(v->ops[--v->nops].key);
-    v->nsp = i + 1;
+    v->tab.nsp = i + 1;
     return SQLITE_OK;
 }
 
@@ -2378,12 +2361,12 @@ static sqlite3_module keys_module = {
     .xColumn = k_column,
     .xRowid = k_rowid,
     .xUpdate = k_update,
-    .xBegin = k_begin,
-    .xSync = k_sync,
-    .xCommit = k_commit,
-    .xRollback = k_commit,
+    .xBegin = k_clear,
+    .xSync = table_sync,
+    .xCommit = k_clear,
+    .xRollback = k_clear,
     .xSavepoint = k_savepoint,
-    .xRelease = k_release,
+    .xRelease = table_release,
     .xRollbackTo = k_rollback_to,
 };
 

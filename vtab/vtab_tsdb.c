@@ -1555,7 +1555,8 @@ static int xUpdate(sqlite3_vtab *pv, int argc, sqlite3_value **argv, sqlite3_int
     return SQLITE_OK;
 }
 
-static int xBegin(sqlite3_vtab *pv)
+/* xBegin, xCommit (xSync wrote the rows) and xRollback: the buffer starts empty again. */
+static int xBeginCommitRollback(sqlite3_vtab *pv)
 {
     pend_clear((tvtab *)pv);
     return SQLITE_OK;
@@ -1603,18 +1604,6 @@ static int xSync(sqlite3_vtab *pv)
     int rc = od_tsdb_append(v->t, in, n, 1, NULL, NULL, &e);
     free(in);
     if (rc) return vt_error(v, "%s", e.msg) == SQLITE_ERROR ? od_to_sqlite(rc) : SQLITE_ERROR;
-    return SQLITE_OK;
-}
-
-static int xCommit(sqlite3_vtab *pv)
-{
-    pend_clear((tvtab *)pv);
-    return SQLITE_OK;
-}
-
-static int xRollback(sqlite3_vtab *pv)
-{
-    pend_clear((tvtab *)pv);
     return SQLITE_OK;
 }
 
@@ -1792,10 +1781,10 @@ static sqlite3_module mod_main = {
     .xColumn = xColumn,
     .xRowid = xRowid,
     .xUpdate = xUpdate,
-    .xBegin = xBegin,
+    .xBegin = xBeginCommitRollback,
     .xSync = xSync,
-    .xCommit = xCommit,
-    .xRollback = xRollback,
+    .xCommit = xBeginCommitRollback,
+    .xRollback = xBeginCommitRollback,
     .xRename = xRename,
     .xSavepoint = xSavepoint,
     .xRelease = xRelease,

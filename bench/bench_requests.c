@@ -425,9 +425,9 @@ int main(int argc, char **argv)
         "compactor lease GET (to take compaction back once it is released or expires) and manifest follow "
         "(HEAD + GET), each once a second; lease renewal");
     snprintf(note, sizeof note,
-             "manifest follow (HEAD + GET) every flush_interval_ms (%u ms); compactor lease renewal every "
+             "manifest follow (HEAD + GET) every follow_interval_ms (%u ms); compactor lease renewal every "
              "lease_ms/3",
-             o.flush_interval_ms ? o.flush_interval_ms : 100);
+             o.follow_interval_ms ? o.follow_interval_ms : 1000);
     row("compactor process idle beside it, same 4 s", &ca, &cb, NOTE("%s", note));
     close_db(&w);
     close_db(&c);

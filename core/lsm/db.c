@@ -112,6 +112,7 @@ void od_db_options_init(od_db_options *o)
 {
     memset(o, 0, sizeof *o);
     o->flush_interval_ms = 100;
+    o->follow_interval_ms = 1000;
     o->wal_flush_bytes = 4u << 20;
     o->max_unflushed_bytes = 64u << 20;
     o->memtable_bytes = 64u << 20;
@@ -1180,6 +1181,7 @@ int od_db_open_store(od_store *store, const od_db_options *opts, od_db **out, od
     if (!db->o.compaction_output_bytes) db->o.compaction_output_bytes = d.compaction_output_bytes;
     if (db->o.compaction_output_bytes < (64u << 10)) db->o.compaction_output_bytes = 64u << 10;
     if (!db->o.flush_retry_ms) db->o.flush_retry_ms = d.flush_retry_ms;
+    if (!db->o.follow_interval_ms) db->o.follow_interval_ms = d.follow_interval_ms;
     if (db->o.l0_max_tables < 0) {
         int bad = db->o.l0_max_tables;
         free(db);
@@ -1648,7 +1650,7 @@ static void *bg_main(void *arg)
         int follow = !db->o.compactor || atomic_load(&db->compactor_off);
         if (follow && now >= follow_at) {
             /* stalled at the L0 bound: look for the compactor's commits more often */
-            follow_at = now + (db->l0_stalled ? 100 : 1000);
+            follow_at = now + (db->l0_stalled && db->o.follow_interval_ms > 100 ? 100 : db->o.follow_interval_ms);
             pthread_mutex_unlock(&db->mu);
             od_err fe;
             if (writer_follow(db, &fe) == OD_FENCED) od_db_set_bg_error(db, OD_FENCED, &fe);
@@ -1716,7 +1718,7 @@ static void *cmp_main(void *arg)
     while (!db->closing && !db->bg_code) {
         int64_t now = od_now_ms();
         if (db->o.compactor_only && now >= follow_at) {
-            follow_at = now + db->o.flush_interval_ms;
+            follow_at = now + db->o.follow_interval_ms;
             pthread_mutex_unlock(&db->mu);
             od_err fe;
             if (compactor_follow(db, &fe) == OD_FENCED) od_db_set_bg_error(db, OD_FENCED, &fe);

@@ -52,6 +52,11 @@ typedef struct od_db_options {
                                      compactor_only: fence a live compactor process likewise */
     int single_writer;            /* allow opening as writer on a store without conditional writes */
     uint32_t flush_interval_ms;   /* WAL flush interval (default 100) */
+    uint32_t follow_interval_ms;  /* how often a compactor process, or a writer that does not
+                                     compact itself, looks for manifest versions another process
+                                     committed (default 1000; a writer stalled on L0 looks every
+                                     100 ms). Each look costs a HEAD and a GET, so this sets the
+                                     idle request rate */
     size_t wal_flush_bytes;       /* also flush when this many bytes are pending (default 4 MiB) */
     size_t max_unflushed_bytes;   /* writers block when more than this waits for the WAL (64 MiB) */
     size_t memtable_bytes;        /* flush the memtable to an L0 collection at this size (64 MiB) */

@@ -664,6 +664,7 @@ void od_lsmtest_compactor_process(const char *uri)
         od_db_options co;
         opts(&co);
         co.compactor_only = 1;
+        co.follow_interval_ms = 100; /* notices the writer's commits quickly */
         co.l0_compaction_trigger = 2;
         od_db *cdb;
         od_err e;
@@ -698,6 +699,7 @@ void od_lsmtest_compactor_process(const char *uri)
     od_db_options co;
     opts(&co);
     co.compactor_only = 1;
+    co.follow_interval_ms = 100; /* notices the writer's commits quickly */
     od_db *c1, *c2;
     assert_int_equal(od_db_open(uri, &co, &c1, &err), OD_OK);
     co.takeover = 1; /* a live compactor's lease is respected unless the newer one takes over */

@@ -333,6 +333,7 @@ static void test_no_compactor(void **state)
     od_db_options oc;
     od_db_options_init(&oc);
     oc.compactor_only = 1;
+    oc.follow_interval_ms = 5; /* notices the writer's commits quickly */
     oc.l0_compaction_trigger = 2;
     oc.gc_interval_ms = 0;
     oc.flush_interval_ms = 5;

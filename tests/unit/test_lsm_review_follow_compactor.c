@@ -44,6 +44,7 @@ static void test_writer_follows_compactor(void **state)
     od_db_options oc;
     od_db_options_init(&oc);
     oc.compactor_only = 1;
+    oc.follow_interval_ms = 100; /* notices the writer's commits quickly */
     oc.gc_interval_ms = 0;
     oc.gc_min_age_ms = 1000;
     oc.l0_compaction_trigger = 1000; /* only when asked */

@@ -216,6 +216,7 @@ static void test_takeover_live(void **state)
     od_db_options co;
     od_db_options_init(&co);
     co.compactor_only = 1;
+    co.follow_interval_ms = 100; /* notices the writer's commits quickly */
     co.gc_interval_ms = 0;
     co.gc_min_age_ms = 50;
     co.compaction_output_bytes = 64u << 10;

@@ -70,6 +70,7 @@ static void run(const char *uri)
         od_db_options oc;
         od_db_options_init(&oc);
         oc.compactor_only = 1;
+        oc.follow_interval_ms = 100; /* notices the writer's commits quickly */
         oc.gc_interval_ms = 0;
         oc.l0_compaction_trigger = 1000;
         od_db *c;

@@ -77,6 +77,7 @@ static void compactor_opts(od_db_options *o, uint32_t lease_ms)
 {
     od_db_options_init(o);
     o->compactor_only = 1;
+    o->follow_interval_ms = 5; /* notices the writer's commits quickly */
     o->flush_interval_ms = 5;
     o->gc_interval_ms = 0;
     o->l0_compaction_trigger = 1000; /* compacts only when asked: L0 shows who compacts */

@@ -213,6 +213,7 @@ static void run_held_commit(const char *uri)
     od_db_options co;
     od_db_options_init(&co);
     co.compactor_only = 1;
+    co.follow_interval_ms = 100; /* notices the writer's commits quickly */
     co.gc_interval_ms = 0; /* GC when the test says */
     co.gc_min_age_ms = MIN_AGE_MS;
     co.l0_compaction_trigger = 1000; /* compaction only when asked */
@@ -365,6 +366,7 @@ static void run_pin_rules(const char *uri)
     od_db_options co;
     od_db_options_init(&co);
     co.compactor_only = 1;
+    co.follow_interval_ms = 100; /* notices the writer's commits quickly */
     co.gc_interval_ms = 0;
     co.gc_min_age_ms = MIN_AGE_MS;
     co.l0_compaction_trigger = 1000;

@@ -157,6 +157,7 @@ static void compactor_opts(od_db_options *o)
 {
     od_db_options_init(o);
     o->compactor_only = 1;
+    o->follow_interval_ms = 100; /* notices the writer's commits quickly */
     o->gc_interval_ms = 0; /* GC when the test says */
     o->gc_min_age_ms = MIN_AGE_MS;
     o->l0_compaction_trigger = 1000; /* compaction when the test says */

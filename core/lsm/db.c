@@ -17,6 +17,11 @@
  * lease; create the first free WAL id ≥ wal_replay_from as an empty fence object; replay WAL
  * objects [wal_replay_from, fence) skipping seqs ≤ last_l0_seq.
  *
+ * Closing a healthy writer (close_flush, close_tail): flush the memtable to L0, then, with
+ * every thread stopped and nothing left in memory, commit wal_replay_from = the next WAL id
+ * (epoch-checked, CAS): the next open's replay tail is empty instead of growing by a fence
+ * per session. Failures there lose nothing (the WAL still holds it all).
+ *
  * Lease object "lease" (52 bytes): "ODLS" | version u8 (1) | 3 reserved | epoch u64 |
  * writer_id u64 | renewed_ms i64 | lease_ms u32 | 12 reserved | masked CRC32C u32.
  * renewed_ms = 0 means released. Renewed every lease_ms/3 with put_if_match on our own
@@ -1295,10 +1300,100 @@ int od_db_open(const char *uri, const od_db_options *opts, od_db **out, od_err *
     return OD_OK;
 }
 
+/* ---------------- close: leave a short WAL replay tail ---------------- */
+
+static int rotate_memtable(od_db *db);
+
+/* Ship the pending WAL object, then rotate the mutable memtable (if it holds anything) with
+ * nothing pending, so the WAL ids below the rotation's replay point hold only its batches and
+ * older ones; wmu must not be held. *seq_out gets the last seq the rotated memtable (or an
+ * older one) holds. */
+static int ship_then_rotate(od_db *db, uint64_t *seq_out, od_err *err)
+{
+    pthread_mutex_lock(&db->wmu);
+    uint64_t seq = db->last_seq;
+    db->flush_req = 1;
+    pthread_cond_signal(&db->cv_flush);
+    pthread_mutex_unlock(&db->wmu);
+    int rc = od_db_wait_durable(db, seq, err);
+    if (rc) return rc;
+    pthread_mutex_lock(&db->wmu);
+    /* the replay point recorded for the rotated memtable is wal_next_id: every WAL object
+     * below it was taken by the WAL thread before now, so it holds batches of this memtable
+     * or older ones (which are flushed first) — also the object shipped just above, which
+     * before this order stayed in the replay tail although its batches were in L0 */
+    if (od_mt_count(db->mem) > 0) rc = rotate_memtable(db);
+    *seq_out = db->last_seq;
+    pthread_mutex_unlock(&db->wmu);
+    if (rc) return od_err_set(err, rc, "db: out of memory rotating the memtable");
+    return OD_OK;
+}
+
+struct tail_ctx {
+    od_db *db;
+    uint64_t replay_from, last_seq;
+    int nothing; /* set by tail_edit: the manifest already starts replay at or after ours */
+};
+
+static int tail_edit(void *ctx, od_manifest *m, od_err *err)
+{
+    struct tail_ctx *c = ctx;
+    if (m->writer_epoch > c->db->epoch)
+        return od_err_set(err, OD_FENCED, "fenced: a newer writer (epoch %llu) took over this store (ours was %llu)",
+                          (unsigned long long)m->writer_epoch, (unsigned long long)c->db->epoch);
+    if (m->wal_replay_from >= c->replay_from) {
+        c->nothing = 1;
+        return od_err_set(err, OD_EXISTS, "close: the replay point is already at %llu",
+                          (unsigned long long)m->wal_replay_from);
+    }
+    m->wal_replay_from = c->replay_from;
+    if (c->last_seq > m->last_l0_seq) m->last_l0_seq = c->last_seq; /* seqs never go back */
+    return OD_OK;
+}
+
+/* Close of a healthy writer, part 1 (threads still running): flush the memtable to L0, so the
+ * WAL objects that hold it leave the replay tail. Stops at the L0 bound (the memtables then
+ * stay in the WAL, replayed by the next open). Failures lose nothing (all of it is in the WAL)
+ * and are not reported by close (its contract: errors that failed acknowledged writes); a
+ * fencing becomes the sticky error as in any flush. */
+static void close_flush(od_db *db)
+{
+    od_err e;
+    uint64_t seq;
+    if (od_db_check_bg(db, NULL) != OD_OK) return;
+    if (ship_then_rotate(db, &seq, &e) != OD_OK) return;
+    od_flush_imm(db, &e);
+}
+
+/* Part 2 (every thread joined, nothing in flight): when nothing is left in memory — memtable
+ * and immutable memtables empty, nothing pending, everything durable — every WAL object below
+ * wal_next_id holds only batches that are in L0 (or empty ones), so a manifest commit moves the
+ * replay point to wal_next_id (past our fence and our WAL objects). Same CAS discipline as an
+ * L0 commit; a newer writer epoch means we are fenced: skip quietly. */
+static void close_tail(od_db *db)
+{
+    if (od_db_check_bg(db, NULL) != OD_OK) return;
+    pthread_mutex_lock(&db->man_mu);
+    pthread_mutex_lock(&db->wmu);
+    pthread_mutex_lock(&db->mu);
+    int empty = db->pend_n == 0 && db->durable_seq == db->last_seq && db->cur->nimm == 0 &&
+                od_mt_count(db->mem) == 0 && db->wal_exited;
+    struct tail_ctx c = {db, db->wal_next_id, db->last_seq, 0};
+    pthread_mutex_unlock(&db->mu);
+    pthread_mutex_unlock(&db->wmu);
+    if (empty && db->man.wal_replay_from < c.replay_from) {
+        od_err e;
+        od_manifest_update(db->store, &db->man, db->writer_id, tail_edit, &c, &e);
+    }
+    pthread_mutex_unlock(&db->man_mu);
+}
+
 int od_db_close(od_db *db, od_err *err)
 {
     if (!db) return OD_OK;
     int rc = OD_OK;
+    int tail = !db->read_only && !db->o.compactor_only;
+    if (tail) close_flush(db);
     if (!db->read_only) {
         /* closing is read under wmu (writers, WAL thread) and under mu (worker): write it
          * holding both (lock order wmu → mu) */
@@ -1321,6 +1416,7 @@ int od_db_close(od_db *db, od_err *err)
         /* every flush is over: pin objects whose DELETE failed go now (even fenced: they
          * protect nothing of ours any more) */
         od_pin_retry(db);
+        if (tail) close_tail(db);
         rc = od_db_check_bg(db, err);
         if (db->o.compactor_only) {
             /* release the compactor lease (if it is still ours): a writer with compactor=1
@@ -1805,16 +1901,19 @@ static void *clease_main(void *arg)
 int od_db_flush(od_db *db, int memtable, od_err *err)
 {
     if (db->read_only || db->o.compactor_only) return OD_OK;
-    pthread_mutex_lock(&db->wmu);
-    uint64_t seq = db->last_seq;
-    db->flush_req = 1;
-    pthread_cond_signal(&db->cv_flush);
-    int rc = OD_OK;
-    if (memtable && od_mt_count(db->mem) > 0) rc = rotate_memtable(db);
-    pthread_mutex_unlock(&db->wmu);
-    if (rc) return od_err_set(err, rc, "db: out of memory rotating the memtable");
-    if ((rc = od_db_wait_durable(db, seq, err))) return rc;
-    if (!memtable) return OD_OK;
+    int rc;
+    uint64_t seq;
+    if (!memtable) {
+        pthread_mutex_lock(&db->wmu);
+        seq = db->last_seq;
+        db->flush_req = 1;
+        pthread_cond_signal(&db->cv_flush);
+        pthread_mutex_unlock(&db->wmu);
+        return od_db_wait_durable(db, seq, err);
+    }
+    /* WAL first, then rotate: the WAL object shipped here is then below the flushed memtable's
+     * replay point, instead of staying in every later open's replay tail */
+    if ((rc = ship_then_rotate(db, &seq, err))) return rc;
     /* Flush until no immutable memtable holds seqs ≤ seq (they are flushed oldest first, and
      * the one rotated above ends at seq). At the L0 bound, wait for compaction to make room. */
     int64_t stall_start = 0;

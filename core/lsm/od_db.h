@@ -108,8 +108,11 @@ void od_db_options_init(od_db_options *o);
 int od_db_open(const char *uri, const od_db_options *opts, od_db **out, od_err *err);
 /* Same, on an already-open store (the db does not take ownership of `store`). */
 int od_db_open_store(od_store *store, const od_db_options *opts, od_db **out, od_err *err);
-/* Flushes pending writes (waits for durability), stops background threads, frees. Returns
- * the first error that made an acknowledged-pending write fail, if any. */
+/* Flushes pending writes (waits for durability); a healthy writer also flushes its memtable to
+ * L0 (unless L0 is at l0_max_tables) and moves the manifest's WAL replay point past its WAL
+ * objects, so the next open replays nothing (failures of that lose nothing and are not
+ * returned). Stops background threads, frees. Returns the first error that made an
+ * acknowledged-pending write fail, if any. */
 int od_db_close(od_db *db, od_err *err);
 
 /* ---- write batches ---- */

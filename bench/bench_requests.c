@@ -225,16 +225,39 @@ static void sleep_ms(long ms)
     }
 }
 
-/* URI with "/sub" appended to the path part (before any '?'). */
-static char *sub_uri(const char *uri, const char *sub)
+/* Counting one operation on a handle: start names it (the trace's label, the row's operation)
+ * and returns the counts so far; done adds its row, the counts since. */
+static od_store_stats start(const handle *h, const char *op)
 {
-    const char *q = strchr(uri, '?');
-    size_t loc = q ? (size_t)(q - uri) : strlen(uri);
-    size_t n = strlen(uri) + strlen(sub) + 2;
-    char *r = malloc(n);
-    if (!r) die("out of memory", NULL);
-    snprintf(r, n, "%.*s/%s%s", (int)loc, uri, sub, q ? q : "");
-    return r;
+    g_label = op;
+    return stats(h);
+}
+
+static void done(const handle *h, const od_store_stats *a, const char *notes)
+{
+    od_store_stats b = stats(h);
+    row(g_label, a, &b, notes);
+}
+
+/* An open as a row: every request of the new handle, read SETTLE_MS after od_db_open. */
+static handle open_counted(const char *uri, const od_db_options *o, const char *name, const char *op,
+                           const char *notes)
+{
+    od_store_stats zero = {0};
+    g_label = op;
+    handle h = open_db(uri, o, name);
+    sleep_ms(SETTLE_MS);
+    done(&h, &zero, notes);
+    return h;
+}
+
+/* A 4 s idle window of one handle as a row, starting OFFSET_MS from now. */
+static void idle_counted(const handle *h, const char *op, const char *notes)
+{
+    sleep_ms(OFFSET_MS);
+    od_store_stats a = start(h, op);
+    sleep_ms(4000);
+    done(h, &a, notes);
 }
 
 static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -263,7 +286,8 @@ int main(int argc, char **argv)
     }
     char sub[64];
     snprintf(sub, sizeof sub, "requests-%ld-%ld", (long)getpid(), (long)time(NULL));
-    char *uri = sub_uri(base, sub);
+    char *uri = od_bench_sub_uri(base, sub);
+    if (!uri) die("out of memory", NULL);
 
     od_db_options o;
     od_db_options_init(&o);
@@ -274,43 +298,32 @@ int main(int argc, char **argv)
     ro.read_only = 1;
     co.compactor_only = 1;
     od_err e;
-    od_store_stats a, b;
+    od_store_stats a;
     char note[512];
     static char notes[MAX_ROWS][512];
     int ni = 0;
 #define NOTE(...) (snprintf(notes[ni], sizeof notes[ni], __VA_ARGS__), notes[ni++])
 
     /* ---- writer W, compactor=1, on an empty store ---- */
-    g_label = "writer open, empty store";
-    od_store_stats zero = {0};
-    handle w = open_db(uri, &o, "W");
-    sleep_ms(SETTLE_MS);
-    b = stats(&w);
-    char desc[256];
-    snprintf(desc, sizeof desc, "%s", od_store_describe(od_db_store(w.db))); /* no credentials */
-    row("writer open, empty store", &zero, &b,
+    handle w = open_counted(
+        uri, &o, "W", "writer open, empty store",
         "LIST of manifests; lease + compactor lease GETs (404); manifest + lease PUTs; HEAD of WAL id 1 "
         "(404); epoch check before fencing (HEAD of the next manifest + GET of the current); fence PUT");
+    char desc[256];
+    snprintf(desc, sizeof desc, "%s", od_store_describe(od_db_store(w.db))); /* no credentials */
 
-    g_label = "one durable write";
-    a = stats(&w);
+    a = start(&w, "one durable write");
     put_keys(&w, 0, 1, 1);
-    b = stats(&w);
-    row("one durable write", &a, &b, "one WAL object");
+    done(&w, &a, "one WAL object");
 
-    g_label = "50 writes, then one WAL flush";
-    a = stats(&w);
+    a = start(&w, "50 writes, then one WAL flush");
     put_keys(&w, 1, 51, 0);
     if (od_db_flush(w.db, 0, &e)) die("flush", &e);
-    b = stats(&w);
-    row("50 writes, then one WAL flush", &a, &b, "every write of an interval in one WAL object");
+    done(&w, &a, "every write of an interval in one WAL object");
 
-    g_label = "memtable flush to L0";
-    a = stats(&w);
+    a = start(&w, "memtable flush to L0");
     if (od_db_flush(w.db, 1, &e)) die("flush", &e);
-    b = stats(&w);
-    row("memtable flush to L0", &a, &b,
-        "pin PUT, SST PUT, LIST + manifest PUT, footer of the new table, pin DELETE");
+    done(&w, &a, "pin PUT, SST PUT, LIST + manifest PUT, footer of the new table, pin DELETE");
 
     g_label = "(second L0 table)";
     put_keys(&w, 51, 101, 0);
@@ -321,107 +334,77 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_requests: expected 2 L0 tables, found %" PRIu64 "\n", st.l0_count);
         return 1;
     }
-    g_label = "compaction of 2 L0 tables";
-    a = stats(&w);
+    a = start(&w, "compaction of 2 L0 tables");
     if (od_db_compact(w.db, &e)) die("compact", &e);
-    b = stats(&w);
-    row("compaction of 2 L0 tables", &a, &b,
-        "LIST + manifest PUT recording the job; one ranged GET per input table (4 MiB readahead); output SST "
-        "PUT (no pin: the job record names it); LIST + manifest PUT of the result; footer of the output");
+    done(&w, &a,
+         "LIST + manifest PUT recording the job; one ranged GET per input table (4 MiB readahead); output SST "
+         "PUT (no pin: the job record names it); LIST + manifest PUT of the result; footer of the output");
 
-    g_label = "idle writer, 4 s";
-    sleep_ms(OFFSET_MS);
-    a = stats(&w);
-    sleep_ms(4000);
-    b = stats(&w);
-    row("idle writer, 4 s", &a, &b, "lease renewal every lease_ms/3 (3.3 s by default)");
+    idle_counted(&w, "idle writer, 4 s", "lease renewal every lease_ms/3 (3.3 s by default)");
 
     g_label = "(WAL tail)";
     put_keys(&w, 1000, 1001, 1); /* a WAL object after the L0 flushes, for the reopen to replay */
     close_db(&w);
 
-    g_label = "writer reopen (fencing, WAL replay)";
-    w = open_db(uri, &o, "W");
-    sleep_ms(SETTLE_MS);
-    b = stats(&w);
-    row("writer reopen (fencing, WAL replay)", &zero, &b,
-        "as the first open, plus the manifest (GET, HEAD of its successor), a HEAD and a GET per WAL object "
-        "from the replay point (here 2: the last L0 flush's WAL object, a durable write), the collection footer");
+    w = open_counted(
+        uri, &o, "W", "writer reopen (fencing, WAL replay)",
+        "as the first open, plus the manifest (GET, HEAD of its successor); no WAL replay (the clean close left "
+        "the replay point at the next WAL id: one HEAD, then the fence goes there); a footer per collection "
+        "(2: the explicit flush's and the close's L0 tables)");
     close_db(&w);
 
     /* ---- writer with compactor=0, a read-only follower beside it ---- */
     g_label = "(writer compactor=0 open)";
     w = open_db(uri, &o0, "W0");
-    g_label = "idle writer with compactor=0, 4 s";
-    sleep_ms(OFFSET_MS);
-    a = stats(&w);
-    sleep_ms(4000);
-    b = stats(&w);
-    row("idle writer with `compactor=0`, 4 s", &a, &b,
-        "follows the manifest once a second (HEAD of the next version + GET of the current one); lease "
-        "renewal");
+    idle_counted(&w, "idle writer with `compactor=0`, 4 s",
+                 "follows the manifest once a second (HEAD of the next version + GET of the current one); lease "
+                 "renewal");
 
-    g_label = "read-only open";
-    handle r = open_db(uri, &ro, "R");
-    sleep_ms(SETTLE_MS);
-    b = stats(&r);
-    row("read-only open", &zero, &b,
-        "LIST, GET, HEAD of the manifest; a GET per WAL object from the replay point (here 4: the two above, "
-        "two fences) and one 404; collection footer (no lease read)");
+    handle r = open_counted(
+        uri, &ro, "R", "read-only open",
+        "LIST, GET, HEAD of the manifest; a GET per WAL object from the replay point (here 1: the writer's "
+        "fence) and one 404; a footer per collection (no lease read)");
 
     od_buf v = {0};
-    g_label = "cold point get";
-    a = stats(&r);
+    a = start(&r, "cold point get");
     if (od_db_get(r.db, NULL, "key-000010", 10, &v, &e)) die("cold get", &e);
-    b = stats(&r);
-    row("cold point get", &a, &b, "one data block (bloom filter + index were read at open)");
+    done(&r, &a, "one data block (bloom filter + index were read at open)");
 
-    g_label = "warm point get / get of a missing key";
-    a = stats(&r);
+    a = start(&r, "warm point get / get of a missing key");
     if (od_db_get(r.db, NULL, "key-000011", 10, &v, &e)) die("warm get", &e); /* same data block */
     int mrc = od_db_get(r.db, NULL, "key-000010x", 11, &v, &e);
     if (mrc != OD_NOTFOUND) die("missing key found", mrc ? &e : NULL);
-    b = stats(&r);
-    row("warm point get / get of a missing key", &a, &b, "block cache / bloom filter");
+    done(&r, &a, "block cache / bloom filter");
     od_buf_free(&v);
 
-    g_label = "refresh of a follower, nothing new";
-    a = stats(&r);
+    a = start(&r, "refresh of a follower, nothing new");
     if (od_db_refresh(r.db, &e)) die("refresh", &e);
-    b = stats(&r);
-    row("refresh of a follower, nothing new", &a, &b,
-        "HEAD of the next manifest + GET of the current one; GET of the next WAL id (404)");
+    done(&r, &a,
+         "HEAD of the next manifest + GET of the current one; GET of the next WAL id (404)");
     close_db(&r);
     close_db(&w);
 
     /* ---- a compactor process ---- */
     g_label = "(writer open before the compactor)";
     w = open_db(uri, &o, "W");
-    g_label = "compactor process open next to a writer";
-    handle c = open_db(uri, &co, "C");
-    sleep_ms(SETTLE_MS);
-    b = stats(&c);
-    row("compactor process open (`compactor_only=1`) next to a writer", &zero, &b,
+    handle c = open_counted(
+        uri, &co, "C", "compactor process open (`compactor_only=1`) next to a writer",
         "manifest (LIST, GET, HEAD); compactor lease GET (404) + PUT; manifest PUT (compactor epoch + 1); "
         "collection footer; its first manifest follow (HEAD + GET)");
     close_db(&w);
 
-    g_label = "writer open next to a live compactor process";
-    w = open_db(uri, &o, "W");
-    sleep_ms(SETTLE_MS);
-    b = stats(&w);
-    row("writer reopen next to a live compactor process", &zero, &b,
-        "a reopen with a 5-object WAL tail (one more fence per writer open), then at once a compactor lease "
+    w = open_counted(
+        uri, &o, "W", "writer reopen next to a live compactor process",
+        "a reopen (no WAL replay after the clean close), then at once a compactor lease "
         "GET and a manifest follow: compaction is left to the compactor process");
 
-    g_label = "idle, 4 s: writer and compactor process";
+    /* both handles over the same window */
     sleep_ms(OFFSET_MS);
     od_store_stats ca = stats(&c);
-    a = stats(&w);
+    a = start(&w, "idle writer next to a live compactor process, 4 s");
     sleep_ms(4000);
-    b = stats(&w);
-    od_store_stats cb = stats(&c);
-    row("idle writer next to a live compactor process, 4 s", &a, &b,
+    od_store_stats b = stats(&w), cb = stats(&c);
+    row(g_label, &a, &b,
         "compactor lease GET (to take compaction back once it is released or expires) and manifest follow "
         "(HEAD + GET), each once a second; lease renewal");
     snprintf(note, sizeof note,

@@ -8,7 +8,9 @@
  *   od_bench_proc_cpu_s()    user + system CPU time of the whole process (all threads)
  *   od_bench_rss_kb()        current resident set size (VmRSS), KiB
  *   od_bench_peak_rss_kb()   peak resident set size (ru_maxrss), KiB
- *   od_bench_env_long(n, d)  integer environment knob n, or d when unset/empty */
+ *   od_bench_env_long(n, d)  integer environment knob n, or d when unset/empty
+ *   od_bench_sub_uri(u, s)   store URI u with "/s" appended to its path part (before any '?'),
+ *                            malloc'd (NULL when out of memory) */
 #ifndef OD_BENCH_H
 #define OD_BENCH_H
 
@@ -65,6 +67,16 @@ static inline long od_bench_env_long(const char *name, long def)
 {
     const char *s = getenv(name);
     return s && *s ? atol(s) : def;
+}
+
+static inline char *od_bench_sub_uri(const char *uri, const char *sub)
+{
+    const char *q = strchr(uri, '?');
+    size_t loc = q ? (size_t)(q - uri) : strlen(uri);
+    size_t n = strlen(uri) + strlen(sub) + 2;
+    char *r = malloc(n);
+    if (r) snprintf(r, n, "%.*s/%s%s", (int)loc, uri, sub, q ? q : "");
+    return r;
 }
 
 #endif

@@ -21,6 +21,7 @@
 
 #include "lsm/manifest.h"
 #include "lsm/od_db.h"
+#include "od_holdstore.h"
 #include "od_lsmtest.h"
 #include "od_testutil.h"
 
@@ -793,4 +794,72 @@ int od_lsmtest_check_range(od_db *db, int from, int to, int *failed_at, od_err *
         od_buf_free(&got);
     }
     return OD_OK;
+}
+
+void od_lsmtest_write_flush(od_db *db, int from, int to, int per_batch)
+{
+    od_err err;
+    if (od_lsmtest_write_range(db, from, to, per_batch, &err)) fail_msg("write: %s", err.msg);
+    if (od_db_flush(db, 1, &err)) fail_msg("flush: %s", err.msg);
+}
+
+void od_lsmtest_expect_range(od_db *db, int from, int to, const char *when)
+{
+    od_err err;
+    int bad = -1;
+    if (od_lsmtest_check_range(db, from, to, &bad, &err)) fail_msg("%s: key %d: %s", when, bad, err.msg);
+}
+
+void od_lsmtest_xproc_writer_opts(od_db_options *o, uint32_t min_age_ms)
+{
+    od_db_options_init(o);
+    o->flush_interval_ms = 2;
+    o->compactor = 0; /* a compactor process compacts and collects */
+    o->gc_interval_ms = 0;
+    o->gc_min_age_ms = min_age_ms;
+}
+
+void od_lsmtest_xproc_compactor_opts(od_db_options *o, uint32_t min_age_ms)
+{
+    od_db_options_init(o);
+    o->compactor_only = 1;
+    o->follow_interval_ms = 100; /* notices the writer's commits quickly */
+    o->gc_interval_ms = 0; /* GC when the test says */
+    o->gc_min_age_ms = min_age_ms;
+    o->l0_compaction_trigger = 1000; /* compaction when the test says */
+}
+
+void od_lsmtest_hold_arm(od_hold_store *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->armed = 1;
+    h->blocked = h->released = 0;
+    pthread_mutex_unlock(&h->mu);
+}
+
+int od_lsmtest_hold_wait(od_hold_store *h, int timeout_ms)
+{
+    int64_t deadline = od_test_mono_ms() + timeout_ms;
+    pthread_mutex_lock(&h->mu);
+    while (!h->blocked && od_test_mono_ms() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    }
+    int blocked = h->blocked;
+    pthread_mutex_unlock(&h->mu);
+    return blocked;
+}
+
+void od_lsmtest_hold_release(od_hold_store *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->released = 1;
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
 }

@@ -6,9 +6,10 @@
  * Every function takes the URI of an EMPTY store, so the same checks run on any backend;
  * local side files (acknowledgement logs written by child processes) are plain paths.
  * Also small pieces several storage-engine tests share: a manifest descriptor filler for the
- * format tests and the plain key/value set of the background-work tests (test_lsm_bg,
- * test_lsm_review_jobs). They use cmocka assertions and are meant to be called from cmocka
- * test functions.
+ * format tests, the plain key/value set of the background-work tests (test_lsm_bg,
+ * test_lsm_review_jobs), the writer/compactor-process options and od_holdstore steps of the
+ * cross-process tests (test_lsm_xproc_*). They use cmocka assertions and are meant to be called
+ * from cmocka test functions.
  */
 #ifndef OD_LSMTEST_H
 #define OD_LSMTEST_H
@@ -63,5 +64,24 @@ void od_lsmtest_key(int i, char *k, size_t n);
 void od_lsmtest_val(int i, char *v, size_t n);
 int od_lsmtest_write_range(od_db *db, int from, int to, int per_batch, od_err *err);
 int od_lsmtest_check_range(od_db *db, int from, int to, int *failed_at, od_err *err);
+/* The same, asserting: write_flush puts keys [from, to) (batches of per_batch) and flushes the
+ * memtable to L0; expect_range fails the test with "<when>: key <i>: <message>" on the first
+ * wrong value. */
+void od_lsmtest_write_flush(od_db *db, int from, int to, int per_batch);
+void od_lsmtest_expect_range(od_db *db, int from, int to, const char *when);
+
+/* Options of the two sides of the cross-process GC tests (test_lsm_xproc_flush_gc,
+ * test_lsm_xproc_review_pins), both with gc_min_age_ms = min_age_ms and GC only when asked
+ * (gc_interval_ms 0): a writer with compactor=0 (flush_interval_ms 2) and a compactor process
+ * (compactor_only=1, follow_interval_ms 100, compaction only when asked: l0 trigger 1000). */
+void od_lsmtest_xproc_writer_opts(od_db_options *o, uint32_t min_age_ms);
+void od_lsmtest_xproc_compactor_opts(od_db_options *o, uint32_t min_age_ms);
+
+/* An armed tests/support/od_holdstore (blocked/released cleared), a bounded wait until it holds
+ * a PUT (returns h->blocked), and the release of the held PUT. */
+struct od_hold_store;
+void od_lsmtest_hold_arm(struct od_hold_store *h);
+int od_lsmtest_hold_wait(struct od_hold_store *h, int timeout_ms);
+void od_lsmtest_hold_release(struct od_hold_store *h);
 
 #endif

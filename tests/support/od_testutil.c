@@ -112,6 +112,23 @@ int od_test_memstore_drop(od_store **keep)
     return 0;
 }
 
+void od_test_run_on_mem(const char *prefix, void (*run)(const char *uri))
+{
+    char uri[128];
+    od_store *keep = od_test_memstore_keep(uri, sizeof uri, prefix);
+    run(uri);
+    od_test_memstore_drop(&keep);
+}
+
+int od_test_store_exists(od_store *s, const char *key)
+{
+    od_obj_meta meta;
+    od_err err;
+    int rc = od_store_head(s, key, &meta, &err);
+    if (rc != OD_OK && rc != OD_NOTFOUND) fail_msg("head %s: %s", key, err.msg);
+    return rc == OD_OK;
+}
+
 int od_holdfilter_fn(void *ctx, const uint8_t *key, size_t klen, const uint8_t *val, size_t vlen, int64_t now)
 {
     (void)key, (void)klen, (void)val, (void)vlen, (void)now;

@@ -1,9 +1,9 @@
 /*
  * od_testutil.h — small scaffolding shared by the unit tests, so that each test file does not
  * carry its own copy: the OD_TEST_SCALE factor, clocks, a throwaway /tmp directory per test,
- * a mem:// store kept alive across reopens, event store and tsdb opens that must succeed, and a
- * compaction filter that holds a background
- * compaction until the test releases it.
+ * a mem:// store kept alive across reopens (and a scenario run on one), an object-exists
+ * check, event store and tsdb opens that must succeed, and a compaction filter that holds a
+ * background compaction until the test releases it.
  *
  * Linked into every test binary (like every .c file in tests/support); all names are od_test_* /
  * od_holdfilter_*. Functions that check use cmocka assertions and are meant to be called from
@@ -48,6 +48,12 @@ int od_test_tmpstore_make(char *dir, size_t dn, char *uri, size_t un, const char
 od_store *od_test_memstore_keep(char *uri, size_t n, const char *prefix);
 /* Close *keep (if any) and clear it: the matching cmocka teardown; returns 0. */
 int od_test_memstore_drop(od_store **keep);
+/* Run a scenario on a fresh mem:// store (od_test_memstore_keep(prefix), kept open while
+ * run(uri) runs, so it may reopen its database; dropped after): od_test_run_on_file's twin. */
+void od_test_run_on_mem(const char *prefix, void (*run)(const char *uri));
+
+/* 1 if `key` exists in s (HEAD), 0 if not found; fails the test on any other error. */
+int od_test_store_exists(od_store *s, const char *key);
 
 /* od_ev_open(uri, o) that must succeed (prints the engine's message first if not). */
 od_eventstore *od_test_ev_open(const char *uri, const od_ev_options *o);

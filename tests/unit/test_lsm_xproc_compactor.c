@@ -50,6 +50,7 @@
 #include <cmocka.h>
 
 #include "lsm/od_db.h"
+#include "od_coding.h"
 #include "od_holdstore.h"
 #include "od_lsmtest.h"
 #include "od_testutil.h"
@@ -96,9 +97,24 @@ static void round_write(od_db *w)
 
 static void check_model(od_db *db, const char *when)
 {
+    od_lsmtest_expect_range(db, 0, g_max_key, when);
+}
+
+static od_db *open_db(const char *uri, const od_db_options *o, const char *what)
+{
+    od_db *db;
     od_err err;
-    int bad = -1;
-    if (od_lsmtest_check_range(db, 0, g_max_key, &bad, &err)) fail_msg("%s: key %d: %s", when, bad, err.msg);
+    if (od_db_open(uri, o, &db, &err)) fail_msg("open %s: %s", what, err.msg);
+    return db;
+}
+
+/* A writer with writer_opts on a fresh model (g_max_key 0). */
+static od_db *open_writer(const char *uri)
+{
+    g_max_key = 0;
+    od_db_options o;
+    writer_opts(&o);
+    return open_db(uri, &o, "writer");
 }
 
 static od_db_stats stats(od_db *db)
@@ -148,28 +164,37 @@ static void assert_writer_idle(od_db *w, int rounds, int ms)
         fail_msg("L0 holds %llu after %d rounds: somebody compacted", (unsigned long long)st.l0_count, rounds);
 }
 
-static void reopen_check(const char *uri)
+/* The end of every scenario: the writer equals the model (`when`), closes cleanly, and a
+ * read-only reopen equals it too. */
+static void close_and_reopen_check(od_db *w, const char *uri, const char *when)
 {
+    od_err err;
+    check_model(w, when);
+    assert_int_equal(od_db_close(w, &err), OD_OK);
     od_db_options ro;
     od_db_options_init(&ro);
     ro.read_only = 1;
-    od_db *r;
-    od_err err;
-    if (od_db_open(uri, &ro, &r, &err)) fail_msg("reopen read-only: %s", err.msg);
+    od_db *r = open_db(uri, &ro, "read-only (reopening)");
     check_model(r, "after reopening");
     assert_int_equal(od_db_close(r, &err), OD_OK);
+}
+
+/* After the writer took compaction back: the model holds, and two more rounds bring L0
+ * to the trigger, which the writer compacts below again. */
+static void writer_compacts_again(od_db *w)
+{
+    check_model(w, "after taking compaction back");
+    round_write(w);
+    round_write(w);
+    wait_compacting(w, 1, "the writer compacting after taking it back");
 }
 
 /* ---------------- clean_handoff ---------------- */
 
 static void run_clean_handoff(const char *uri)
 {
-    g_max_key = 0;
     od_err err;
-    od_db_options o;
-    writer_opts(&o);
-    od_db *w;
-    if (od_db_open(uri, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
+    od_db *w = open_writer(uri);
     for (int r = 0; r < 3; r++) round_write(w);
     wait_compacting(w, 1, "the writer compacting itself");
     /* the compaction counter goes up just after the commit installs the new view (which is
@@ -181,8 +206,7 @@ static void run_clean_handoff(const char *uri)
 
     od_db_options co;
     compactor_opts(&co, 3000); /* its clean close, not the lease's expiry, hands compaction back */
-    od_db *c;
-    if (od_db_open(uri, &co, &c, &err)) fail_msg("open compactor: %s", err.msg);
+    od_db *c = open_db(uri, &co, "compactor");
     od_db_stats cs = stats(c);
     assert_int_equal(cs.compacting, 1);
     assert_true(cs.compactor_epoch > stats(w).compactor_epoch);
@@ -205,22 +229,14 @@ static void run_clean_handoff(const char *uri)
     od_db_stats st = stats(w);
     assert_int_equal(st.compaction_reclaims, 1);
     assert_true(st.compactor_epoch > cep);
-    check_model(w, "after taking compaction back");
-    round_write(w);
-    round_write(w);
-    wait_compacting(w, 1, "the writer compacting after taking it back");
-    check_model(w, "writer compacting again");
-    assert_int_equal(od_db_close(w, &err), OD_OK);
-    reopen_check(uri);
+    writer_compacts_again(w);
+    close_and_reopen_check(w, uri, "writer compacting again");
 }
 
 static void test_clean_handoff_mem(void **state)
 {
     (void)state;
-    char uri[64];
-    od_store *keep = od_test_memstore_keep(uri, sizeof uri, "xproc-handoff");
-    run_clean_handoff(uri);
-    od_test_memstore_drop(&keep);
+    od_test_run_on_mem("xproc-handoff", run_clean_handoff);
 }
 
 static void test_clean_handoff_file(void **state)
@@ -233,12 +249,7 @@ static void test_clean_handoff_file(void **state)
 
 static void run_killed(const char *uri)
 {
-    g_max_key = 0;
-    od_err err;
-    od_db_options o;
-    writer_opts(&o);
-    od_db *w;
-    if (od_db_open(uri, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
+    od_db *w = open_writer(uri);
     for (int r = 0; r < 3; r++) round_write(w);
     wait_compacting(w, 1, "the writer compacting itself");
 
@@ -285,13 +296,8 @@ static void run_killed(const char *uri)
     print_message("      writer resumed compacting %lld ms after the compactor was killed (its lease: 1000 ms)\n",
                   (long long)ms);
     assert_int_equal(stats(w).compaction_reclaims, 1);
-    check_model(w, "after taking compaction back");
-    round_write(w);
-    round_write(w);
-    wait_compacting(w, 1, "the writer compacting after taking it back");
-    check_model(w, "writer compacting again");
-    assert_int_equal(od_db_close(w, &err), OD_OK);
-    reopen_check(uri);
+    writer_compacts_again(w);
+    close_and_reopen_check(w, uri, "writer compacting again");
 }
 
 static void test_killed_compactor(void **state)
@@ -332,12 +338,10 @@ static void run_stalled(const char *uri)
     writer_opts(&o);
     o.l0_max_tables = TRIGGER + 2; /* a small bound: reached after a few rounds */
     o.write_stall_timeout_ms = 60000;
-    od_db *w;
-    if (od_db_open(uri, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
+    od_db *w = open_db(uri, &o, "writer");
     od_db_options co;
     compactor_opts(&co, 3000);
-    od_db *c;
-    if (od_db_open(uri, &co, &c, &err)) fail_msg("open compactor: %s", err.msg);
+    od_db *c = open_db(uri, &co, "compactor");
     /* the writer opened first and compacts until the compactor fences it */
     write_until_deferring(w);
     check_model(w, "writer beside a compactor");
@@ -366,18 +370,13 @@ static void run_stalled(const char *uri)
     g_max_key = sw.from + sw.rounds * PER_ROUND;
     assert_int_equal(stats(w).compacting, 1);
     assert_true(stats(w).compaction_reclaims >= 1);
-    check_model(w, "after the stall");
-    assert_int_equal(od_db_close(w, &err), OD_OK);
-    reopen_check(uri);
+    close_and_reopen_check(w, uri, "after the stall");
 }
 
 static void test_stalled_writer(void **state)
 {
     (void)state;
-    char uri[64];
-    od_store *keep = od_test_memstore_keep(uri, sizeof uri, "xproc-stalled");
-    run_stalled(uri);
-    od_test_memstore_drop(&keep);
+    od_test_run_on_mem("xproc-stalled", run_stalled);
 }
 
 /* ---------------- open_race ---------------- */
@@ -404,45 +403,29 @@ static uint64_t clease_epoch(od_store *s)
     od_err err;
     if (od_store_get(s, "compactor-lease", &b, NULL, &err)) fail_msg("compactor lease: %s", err.msg);
     assert_int_equal(b.len, 52);
-    uint64_t e = 0;
-    for (int i = 7; i >= 0; i--) e = e << 8 | b.data[8 + i];
+    uint64_t e = od_get_u64(b.data + 8);
     od_buf_free(&b);
     return e;
 }
 
 static void run_open_race(const char *uri)
 {
-    g_max_key = 0;
     od_err err;
-    od_db_options o;
-    writer_opts(&o); /* looks at the compactor lease every 250 ms while it leaves compaction */
-    od_db *w;
-    if (od_db_open(uri, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
+    od_db *w = open_writer(uri); /* looks at the compactor lease every 250 ms while it leaves compaction */
     od_db_options co;
     compactor_opts(&co, 3000);
-    od_db *c0;
-    if (od_db_open(uri, &co, &c0, &err)) fail_msg("open compactor 0: %s", err.msg);
+    od_db *c0 = open_db(uri, &co, "compactor 0");
     write_until_deferring(w);
     uint64_t ep0 = stats(c0).compactor_epoch;
 
     /* compactor 1 opens (takeover) and stops between its lease write and its epoch commit */
     od_hold_store *h = od_hold_open(uri, OD_PUT_IF_ABSENT, "manifest/", 1);
-    pthread_mutex_lock(&h->mu);
-    h->armed = 1;
-    pthread_mutex_unlock(&h->mu);
+    od_lsmtest_hold_arm(h);
     open_job j = {.uri = uri, .store = &h->base, .o = co};
     j.o.takeover = 1;
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, open_main, &j), 0);
-    int64_t t0 = od_test_mono_ms();
-    for (;;) {
-        pthread_mutex_lock(&h->mu);
-        int blocked = h->blocked;
-        pthread_mutex_unlock(&h->mu);
-        if (blocked) break;
-        if (od_test_mono_ms() - t0 > DEADLINE_MS) fail_msg("compactor 1 never reached its epoch commit");
-        od_test_sleep_ms(2);
-    }
+    if (!od_lsmtest_hold_wait(h, DEADLINE_MS)) fail_msg("compactor 1 never reached its epoch commit");
     assert_int_equal(clease_epoch(h->inner), ep0 + 1); /* its lease is written, its epoch not yet */
     /* compactor 0 goes away: the lease is compactor 1's (live), not released by 0's close */
     int rc = od_db_close(c0, &err);
@@ -454,10 +437,7 @@ static void run_open_race(const char *uri)
     assert_int_equal(st.compacting, 0);
     assert_int_equal(st.compaction_reclaims, 0);
 
-    pthread_mutex_lock(&h->mu);
-    h->released = 1;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
+    od_lsmtest_hold_release(h);
     assert_int_equal(pthread_join(t, NULL), 0);
     if (j.rc) fail_msg("open compactor 1: %s", j.err.msg);
     od_db *c1 = j.db;
@@ -472,18 +452,13 @@ static void run_open_race(const char *uri)
     for (int r = 0; r < TRIGGER; r++) round_write(w);
     wait_compacting(w, 1, "the writer taking compaction back after compactor 1 closed");
     assert_int_equal(stats(w).compaction_reclaims, 1);
-    check_model(w, "writer compacting");
-    assert_int_equal(od_db_close(w, &err), OD_OK);
-    reopen_check(uri);
+    close_and_reopen_check(w, uri, "writer compacting");
 }
 
 static void test_open_race(void **state)
 {
     (void)state;
-    char uri[64];
-    od_store *keep = od_test_memstore_keep(uri, sizeof uri, "xproc-race");
-    run_open_race(uri);
-    od_test_memstore_drop(&keep);
+    od_test_run_on_mem("xproc-race", run_open_race);
 }
 
 /* ---------------- second_refused ---------------- */
@@ -495,21 +470,18 @@ static void run_second_refused(const char *uri)
     od_db_options o;
     writer_opts(&o);
     o.compactor = 0; /* the first writer only writes */
-    od_db *w0;
-    if (od_db_open(uri, &o, &w0, &err)) fail_msg("open: %s", err.msg);
+    od_db *w0 = open_db(uri, &o, "writer (compactor=0)");
     for (int r = 0; r < 3; r++) round_write(w0);
     assert_int_equal(od_db_close(w0, &err), OD_OK);
 
     od_db_options co;
     compactor_opts(&co, 3000);
-    od_db *c1, *c2 = NULL, *c3 = NULL;
-    if (od_db_open(uri, &co, &c1, &err)) fail_msg("open compactor 1: %s", err.msg);
+    od_db *c1 = open_db(uri, &co, "compactor 1"), *c2 = NULL, *c3 = NULL;
     uint64_t ep1 = stats(c1).compactor_epoch;
 
     /* a writer with compactor=1 opening now leaves the live compactor alone */
     writer_opts(&o);
-    od_db *w;
-    if (od_db_open(uri, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
+    od_db *w = open_db(uri, &o, "writer");
     assert_int_equal(stats(w).compacting, 0);
     assert_int_equal(stats(w).compactor_epoch, ep1); /* not bumped: c1 is not fenced */
     if (od_db_compact(c1, &err)) fail_msg("compactor 1 beside the new writer: %s", err.msg);
@@ -526,7 +498,7 @@ static void run_second_refused(const char *uri)
         fail_msg("unclear refusal: %s", err.msg);
     /* ... unless it asks to take over */
     co.takeover = 1;
-    if (od_db_open(uri, &co, &c2, &err)) fail_msg("open compactor 2 with takeover: %s", err.msg);
+    c2 = open_db(uri, &co, "compactor 2 with takeover");
     co.takeover = 0;
     assert_true(stats(c2).compactor_epoch > ep1);
     rc = od_db_compact(c1, &err);
@@ -547,24 +519,19 @@ static void run_second_refused(const char *uri)
 
     /* the live one closes: a new one opens without takeover ... */
     assert_int_equal(od_db_close(c2, &err), OD_OK);
-    if (od_db_open(uri, &co, &c3, &err)) fail_msg("open compactor 3 after the others closed: %s", err.msg);
+    c3 = open_db(uri, &co, "compactor 3 after the others closed");
     assert_int_equal(od_db_close(c3, &err), OD_OK);
     /* ... and with none left the writer takes compaction back */
     for (int r = 0; r < TRIGGER; r++) round_write(w);
     wait_compacting(w, 1, "the writer taking compaction back");
     assert_true(stats(w).compaction_reclaims >= 1);
-    check_model(w, "writer compacting");
-    assert_int_equal(od_db_close(w, &err), OD_OK);
-    reopen_check(uri);
+    close_and_reopen_check(w, uri, "writer compacting");
 }
 
 static void test_second_refused(void **state)
 {
     (void)state;
-    char uri[64];
-    od_store *keep = od_test_memstore_keep(uri, sizeof uri, "xproc-second");
-    run_second_refused(uri);
-    od_test_memstore_drop(&keep);
+    od_test_run_on_mem("xproc-second", run_second_refused);
 }
 
 int main(void)

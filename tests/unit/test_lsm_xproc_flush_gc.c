@@ -91,15 +91,6 @@ static int keylist_has(const keylist *l, const char *key)
     return 0;
 }
 
-static int exists(od_store *s, const char *key)
-{
-    od_obj_meta meta;
-    od_err err;
-    int rc = od_store_head(s, key, &meta, &err);
-    if (rc != OD_OK && rc != OD_NOTFOUND) fail_msg("head %s: %s", key, err.msg);
-    return rc == OD_OK;
-}
-
 /* Wait until the object is older than age_ms by the store's clock (condition, not a sleep). */
 static void wait_older(od_store *s, const char *key, int64_t age_ms)
 {
@@ -114,42 +105,6 @@ static void wait_older(od_store *s, const char *key, int64_t age_ms)
     }
 }
 
-/* Wait (bounded) until the hold store holds a PUT. */
-static void wait_held(od_hold_store *h)
-{
-    int64_t deadline = od_test_mono_ms() + DEADLINE_MS;
-    pthread_mutex_lock(&h->mu);
-    while (!h->blocked && od_test_mono_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&h->cv, &h->mu, &ts);
-    }
-    int blocked = h->blocked;
-    pthread_mutex_unlock(&h->mu);
-    if (!blocked) fail_msg("the writer's manifest commit never reached the hold");
-}
-
-static void hold_arm(od_hold_store *h)
-{
-    pthread_mutex_lock(&h->mu);
-    h->armed = 1;
-    h->blocked = h->released = 0;
-    pthread_mutex_unlock(&h->mu);
-}
-
-static void hold_release(od_hold_store *h)
-{
-    pthread_mutex_lock(&h->mu);
-    h->released = 1;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-}
-
 /* Every collection the latest manifest names exists. */
 static void check_manifest_complete(od_store *s)
 {
@@ -159,12 +114,12 @@ static void check_manifest_complete(od_store *s)
     char key[96];
     for (size_t i = 0; i < m.nl0; i++) {
         od_sst_key(key, sizeof key, m.l0[i].id);
-        if (!exists(s, key)) fail_msg("the manifest names the deleted L0 collection %s", key);
+        if (!od_test_store_exists(s, key)) fail_msg("the manifest names the deleted L0 collection %s", key);
     }
     for (size_t r = 0; r < m.nruns; r++)
         for (size_t i = 0; i < m.runs[r].n; i++) {
             od_sst_key(key, sizeof key, m.runs[r].ssts[i].id);
-            if (!exists(s, key)) fail_msg("the manifest names the deleted collection %s", key);
+            if (!od_test_store_exists(s, key)) fail_msg("the manifest names the deleted collection %s", key);
         }
     od_manifest_free(&m);
 }
@@ -202,36 +157,26 @@ static void run_held_commit(const char *uri)
     od_hold_store *h = od_hold_open(uri, OD_PUT_IF_ABSENT, "manifest/", 1);
     od_err err;
     od_db_options o;
-    od_db_options_init(&o);
-    o.flush_interval_ms = 2;
-    o.compactor = 0; /* a compactor process does it */
-    o.gc_interval_ms = 0;
-    o.gc_min_age_ms = MIN_AGE_MS;
+    od_lsmtest_xproc_writer_opts(&o, MIN_AGE_MS); /* compactor=0: a compactor process does it */
     od_db *w;
     if (od_db_open_store(&h->base, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
 
     od_db_options co;
-    od_db_options_init(&co);
-    co.compactor_only = 1;
-    co.follow_interval_ms = 100; /* notices the writer's commits quickly */
-    co.gc_interval_ms = 0; /* GC when the test says */
-    co.gc_min_age_ms = MIN_AGE_MS;
-    co.l0_compaction_trigger = 1000; /* compaction only when asked */
+    od_lsmtest_xproc_compactor_opts(&co, MIN_AGE_MS); /* GC and compaction only when asked */
     od_db *c;
     if (od_db_open(uri, &co, &c, &err)) fail_msg("open compactor: %s", err.msg);
 
     int n = nkeys();
     /* round 0: flushed and committed normally */
-    if (od_lsmtest_write_range(w, 0, n, 50, &err)) fail_msg("write: %s", err.msg);
-    if (od_db_flush(w, 1, &err)) fail_msg("flush: %s", err.msg);
+    od_lsmtest_write_flush(w, 0, n, 50);
     /* round 1 (overwrites half of round 0): its flush commit is held */
     if (od_lsmtest_write_range(w, n / 2, n + n / 2, 50, &err)) fail_msg("write: %s", err.msg);
     keylist before = list_keys(h->inner, "sst/");
-    hold_arm(h);
+    od_lsmtest_hold_arm(h);
     flush_job fj = {w, -1, {0}};
     pthread_t ft;
     assert_int_equal(pthread_create(&ft, NULL, flush_main, &fj), 0);
-    wait_held(h);
+    if (!od_lsmtest_hold_wait(h, DEADLINE_MS)) fail_msg("the writer's manifest commit never reached the hold");
     assert_string_equal(strstr(h->held_key, "manifest/"), h->held_key);
     keylist after = list_keys(h->inner, "sst/");
     assert_int_equal(after.n, before.n + 1);
@@ -246,7 +191,7 @@ static void run_held_commit(const char *uri)
     wait_older(h->inner, xkey, 3 * MIN_AGE_MS);
     for (int pass = 0; pass < 3; pass++) {
         if (od_db_gc(c, &err)) fail_msg("compactor gc: %s", err.msg);
-        if (!exists(h->inner, xkey))
+        if (!od_test_store_exists(h->inner, xkey))
             fail_msg("GC in the compactor deleted %s, an L0 flush output whose commit was still to come", xkey);
     }
     keylist pins = list_keys(h->inner, "pin/");
@@ -261,7 +206,7 @@ static void run_held_commit(const char *uri)
     assert_int_equal(pe, wst.writer_epoch);
     keylist_free(&pins);
 
-    hold_release(h);
+    od_lsmtest_hold_release(h);
     assert_int_equal(pthread_join(ft, NULL), 0);
     if (fj.rc) fail_msg("held flush: %s", fj.err.msg);
     pins = list_keys(h->inner, "pin/");
@@ -278,17 +223,16 @@ static void run_held_commit(const char *uri)
     od_test_sleep_ms(3 * MIN_AGE_MS); /* the superseded manifest versions age too */
     if (od_db_gc(c, &err)) fail_msg("compactor gc: %s", err.msg);
     if (od_db_gc(w, &err)) fail_msg("writer gc: %s", err.msg);
-    assert_true(exists(h->inner, xkey));
+    assert_true(od_test_store_exists(h->inner, xkey));
     check_manifest_complete(h->inner);
-    int bad = -1;
-    if (od_lsmtest_check_range(w, 0, n + n / 2, &bad, &err)) fail_msg("key %d: %s", bad, err.msg);
+    od_lsmtest_expect_range(w, 0, n + n / 2, "before reopen");
     assert_int_equal(od_db_close(c, &err), OD_OK);
     assert_int_equal(od_db_close(w, &err), OD_OK);
 
     /* reopen: the model, from the store */
     o.gc_min_age_ms = 300000;
     if (od_db_open_store(&h->base, &o, &w, &err)) fail_msg("reopen: %s", err.msg);
-    if (od_lsmtest_check_range(w, 0, n + n / 2, &bad, &err)) fail_msg("after reopen, key %d: %s", bad, err.msg);
+    od_lsmtest_expect_range(w, 0, n + n / 2, "after reopen");
     od_db_stats st;
     od_db_get_stats(w, &st);
     assert_int_equal(st.l0_count, 2);
@@ -299,13 +243,7 @@ static void run_held_commit(const char *uri)
 static void test_held_commit_mem(void **state)
 {
     (void)state;
-    char uri[64];
-    snprintf(uri, sizeof uri, "mem://xproc-flush-gc-%d", (int)getpid());
-    od_store *keep;
-    od_err err;
-    assert_int_equal(od_store_open(uri, &keep, &err), OD_OK);
-    run_held_commit(uri);
-    od_store_close(keep);
+    od_test_run_on_mem("xproc-flush-gc", run_held_commit);
 }
 
 static void test_held_commit_file(void **state)
@@ -326,11 +264,7 @@ static void run_pin_rules(const char *uri)
 {
     od_err err;
     od_db_options o;
-    od_db_options_init(&o);
-    o.flush_interval_ms = 2;
-    o.compactor = 0;
-    o.gc_interval_ms = 0;
-    o.gc_min_age_ms = MIN_AGE_MS;
+    od_lsmtest_xproc_writer_opts(&o, MIN_AGE_MS);
     od_db *w;
     if (od_db_open(uri, &o, &w, &err)) fail_msg("open: %s", err.msg);
     if (od_lsmtest_write_range(w, 0, 100, 50, &err)) fail_msg("write: %s", err.msg);
@@ -364,41 +298,29 @@ static void run_pin_rules(const char *uri)
 
     /* a compactor's GC: the current epoch's pin keeps its collection */
     od_db_options co;
-    od_db_options_init(&co);
-    co.compactor_only = 1;
-    co.follow_interval_ms = 100; /* notices the writer's commits quickly */
-    co.gc_interval_ms = 0;
-    co.gc_min_age_ms = MIN_AGE_MS;
-    co.l0_compaction_trigger = 1000;
+    od_lsmtest_xproc_compactor_opts(&co, MIN_AGE_MS);
     od_db *c;
     if (od_db_open(uri, &co, &c, &err)) fail_msg("open compactor: %s", err.msg);
     if (od_db_gc(c, &err)) fail_msg("gc: %s", err.msg);
-    assert_true(exists(s, cur_sst));
-    assert_true(exists(s, cur_pin));
-    assert_false(exists(s, old_sst)); /* the older epoch's pin is stale */
-    assert_false(exists(s, old_pin));
-    assert_false(exists(s, bare_sst));
+    assert_true(od_test_store_exists(s, cur_sst));
+    assert_true(od_test_store_exists(s, cur_pin));
+    assert_false(od_test_store_exists(s, old_sst)); /* the older epoch's pin is stale */
+    assert_false(od_test_store_exists(s, old_pin));
+    assert_false(od_test_store_exists(s, bare_sst));
     assert_int_equal(od_db_close(c, &err), OD_OK);
 
     /* the writer's own GC: a pin of its epoch that no flush of it holds is a leftover */
     if (od_db_gc(w, &err)) fail_msg("writer gc: %s", err.msg);
-    assert_false(exists(s, cur_pin));
-    assert_false(exists(s, cur_sst));
-    int bad = -1;
-    if (od_lsmtest_check_range(w, 0, 100, &bad, &err)) fail_msg("key %d: %s", bad, err.msg);
+    assert_false(od_test_store_exists(s, cur_pin));
+    assert_false(od_test_store_exists(s, cur_sst));
+    od_lsmtest_expect_range(w, 0, 100, "after the writer's GC");
     assert_int_equal(od_db_close(w, &err), OD_OK);
 }
 
 static void test_pin_rules_mem(void **state)
 {
     (void)state;
-    char uri[64];
-    snprintf(uri, sizeof uri, "mem://xproc-pin-rules-%d", (int)getpid());
-    od_store *keep;
-    od_err err;
-    assert_int_equal(od_store_open(uri, &keep, &err), OD_OK);
-    run_pin_rules(uri);
-    od_store_close(keep);
+    od_test_run_on_mem("xproc-pin-rules", run_pin_rules);
 }
 
 static void test_pin_rules_file(void **state)

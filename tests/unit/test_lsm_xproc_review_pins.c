@@ -37,6 +37,7 @@
 
 #include "lsm/manifest.h"
 #include "lsm/od_db.h"
+#include "od_coding.h"
 #include "od_lsmtest.h"
 #include "od_objstore_impl.h"
 #include "od_testutil.h"
@@ -135,32 +136,25 @@ static int first_cb(void *ctx, const char *key, const od_obj_meta *meta)
     return 1;
 }
 
-static int exists(od_store *s, const char *key)
+/* A writer (compactor=0, no GC) on the deny store over uri's store; the caller closes both. */
+static od_db *open_writer_denying(deny_store *d)
 {
-    od_obj_meta meta;
     od_err err;
-    int rc = od_store_head(s, key, &meta, &err);
-    if (rc != OD_OK && rc != OD_NOTFOUND) fail_msg("head %s: %s", key, err.msg);
-    return rc == OD_OK;
+    od_db_options o;
+    od_lsmtest_xproc_writer_opts(&o, MIN_AGE_MS);
+    od_db *w;
+    if (od_db_open_store(&d->base, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
+    return w;
 }
 
-static void writer_opts(od_db_options *o)
+/* A writer with options o on uri, keys [0, 200) written and flushed to one L0 collection. */
+static od_db *open_flushed(const char *uri, const od_db_options *o)
 {
-    od_db_options_init(o);
-    o->flush_interval_ms = 2;
-    o->compactor = 0; /* a compactor process compacts and collects */
-    o->gc_interval_ms = 0;
-    o->gc_min_age_ms = MIN_AGE_MS;
-}
-
-static void compactor_opts(od_db_options *o)
-{
-    od_db_options_init(o);
-    o->compactor_only = 1;
-    o->follow_interval_ms = 100; /* notices the writer's commits quickly */
-    o->gc_interval_ms = 0; /* GC when the test says */
-    o->gc_min_age_ms = MIN_AGE_MS;
-    o->l0_compaction_trigger = 1000; /* compaction when the test says */
+    od_db *w;
+    od_err err;
+    if (od_db_open(uri, o, &w, &err)) fail_msg("open writer: %s", err.msg);
+    od_lsmtest_write_flush(w, 0, 200, 40);
+    return w;
 }
 
 /* One flush whose pin DELETE is refused; returns the collection key its leftover pin names. */
@@ -179,34 +173,25 @@ static void flush_with_leftover(od_db *w, deny_store *d, int from, int to, char 
     char pid[OD_SST_ID_MAX];
     assert_int_equal(od_pin_parse(f.key, &pe, pid), 1);
     od_sst_key(sst_key, n, pid);
-    assert_true(exists(d->inner, sst_key));
+    assert_true(od_test_store_exists(d->inner, sst_key));
 }
 
 /* ---------------- leftover_pin ---------------- */
 
-static void test_leftover_pin(void **state)
+static void run_leftover_pin(const char *uri)
 {
-    (void)state;
-    char uri[64];
-    od_store *keep = od_test_memstore_keep(uri, sizeof uri, "review-pins");
     deny_store *d = deny_open(uri);
+    od_db *w = open_writer_denying(d);
     od_err err;
-    od_db_options o;
-    writer_opts(&o);
-    od_db *w;
-    if (od_db_open_store(&d->base, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
     od_db_options co;
-    compactor_opts(&co);
+    od_lsmtest_xproc_compactor_opts(&co, MIN_AGE_MS);
     od_db *c;
     if (od_db_open(uri, &co, &c, &err)) fail_msg("open compactor: %s", err.msg);
 
     char xkey[160];
     flush_with_leftover(w, d, 0, 200, xkey, sizeof xkey);
     /* later flushes go through normally */
-    for (int r = 1; r < 4; r++) {
-        if (od_lsmtest_write_range(w, r * 100, r * 100 + 200, 40, &err)) fail_msg("write: %s", err.msg);
-        if (od_db_flush(w, 1, &err)) fail_msg("flush: %s", err.msg);
-    }
+    for (int r = 1; r < 4; r++) od_lsmtest_write_flush(w, r * 100, r * 100 + 200, 40);
     size_t npins = count_prefix(d->inner, "pin/");
     if (npins != 0) fail_msg("%zu pin object(s) left behind after later flushes went through", npins);
 
@@ -224,41 +209,43 @@ static void test_leftover_pin(void **state)
     od_test_sleep_ms(3 * MIN_AGE_MS); /* older than the min age, superseded versions too */
     for (int pass = 0; pass < 2; pass++)
         if (od_db_gc(c, &err)) fail_msg("compactor gc: %s", err.msg);
-    if (exists(d->inner, xkey))
+    if (od_test_store_exists(d->inner, xkey))
         fail_msg("%s, merged away by compaction, is still in the store: a leftover pin keeps it", xkey);
-    int bad = -1;
-    if (od_lsmtest_check_range(w, 0, 500, &bad, &err)) fail_msg("key %d: %s", bad, err.msg);
+    od_lsmtest_expect_range(w, 0, 500, "after compaction and GC");
     assert_int_equal(od_db_close(c, &err), OD_OK);
     assert_int_equal(od_db_close(w, &err), OD_OK);
     od_store_close(&d->base);
-    od_test_memstore_drop(&keep);
+}
+
+static void test_leftover_pin(void **state)
+{
+    (void)state;
+    od_test_run_on_mem("review-pins", run_leftover_pin);
 }
 
 /* ---------------- leftover_pin_close ---------------- */
 
-static void test_leftover_pin_close(void **state)
+static void run_leftover_pin_close(const char *uri)
 {
-    (void)state;
-    char uri[64];
-    od_store *keep = od_test_memstore_keep(uri, sizeof uri, "review-pins-close");
     deny_store *d = deny_open(uri);
+    od_db *w = open_writer_denying(d);
     od_err err;
-    od_db_options o;
-    writer_opts(&o);
-    od_db *w;
-    if (od_db_open_store(&d->base, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
     char xkey[160];
     flush_with_leftover(w, d, 0, 200, xkey, sizeof xkey);
     assert_int_equal(od_db_close(w, &err), OD_OK);
     size_t npins = count_prefix(d->inner, "pin/");
     if (npins != 0) fail_msg("%zu pin object(s) left behind by a clean close", npins);
     /* the data is all there */
-    if (od_db_open_store(&d->base, &o, &w, &err)) fail_msg("reopen: %s", err.msg);
-    int bad = -1;
-    if (od_lsmtest_check_range(w, 0, 200, &bad, &err)) fail_msg("key %d: %s", bad, err.msg);
+    w = open_writer_denying(d);
+    od_lsmtest_expect_range(w, 0, 200, "after reopening");
     assert_int_equal(od_db_close(w, &err), OD_OK);
     od_store_close(&d->base);
-    od_test_memstore_drop(&keep);
+}
+
+static void test_leftover_pin_close(void **state)
+{
+    (void)state;
+    od_test_run_on_mem("review-pins-close", run_leftover_pin_close);
 }
 
 /* ---------------- missing_collection_get ----------------
@@ -278,10 +265,7 @@ static void test_missing_collection_get(void **state)
     o.flush_interval_ms = 2;
     o.gc_interval_ms = 0;
     o.l0_compaction_trigger = 1000;
-    od_db *w;
-    if (od_db_open(uri, &o, &w, &err)) fail_msg("open: %s", err.msg);
-    if (od_lsmtest_write_range(w, 0, 200, 40, &err)) fail_msg("write: %s", err.msg);
-    if (od_db_flush(w, 1, &err)) fail_msg("flush: %s", err.msg);
+    od_db *w = open_flushed(uri, &o);
     first_ctx f = {""};
     if (od_store_list(keep, "sst/", NULL, first_cb, &f, &err)) fail_msg("list: %s", err.msg);
     assert_true(f.key[0] != 0);
@@ -310,17 +294,13 @@ static void test_failed_open_lease(void **state)
     od_store *keep = od_test_memstore_keep(uri, sizeof uri, "review-openfail");
     od_err err;
     od_db_options o;
-    writer_opts(&o);
-    od_db *w;
-    if (od_db_open(uri, &o, &w, &err)) fail_msg("open writer: %s", err.msg);
-    if (od_lsmtest_write_range(w, 0, 200, 40, &err)) fail_msg("write: %s", err.msg);
-    if (od_db_flush(w, 1, &err)) fail_msg("flush: %s", err.msg);
-    assert_int_equal(od_db_close(w, &err), OD_OK);
+    od_lsmtest_xproc_writer_opts(&o, MIN_AGE_MS);
+    assert_int_equal(od_db_close(open_flushed(uri, &o), &err), OD_OK);
 
     deny_store *d = deny_open(uri);
     atomic_store(&d->deny_range, 1);
     od_db_options co;
-    compactor_opts(&co);
+    od_lsmtest_xproc_compactor_opts(&co, MIN_AGE_MS);
     co.lease_ms = 60000; /* expiry cannot be what frees it here */
     od_db *c = NULL;
     int rc = od_db_open_store(&d->base, &co, &c, &err);
@@ -329,8 +309,7 @@ static void test_failed_open_lease(void **state)
     od_buf b = {0};
     if (od_store_get(keep, "compactor-lease", &b, NULL, &err) == OD_OK) {
         assert_int_equal(b.len, 52);
-        int64_t renewed = 0;
-        for (int i = 7; i >= 0; i--) renewed = renewed << 8 | b.data[24 + i];
+        int64_t renewed = (int64_t)od_get_u64(b.data + 24);
         od_buf_free(&b);
         if (renewed != 0) fail_msg("a compactor whose open failed left its lease held (renewed_ms %lld)", (long long)renewed);
     }

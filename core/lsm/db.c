@@ -1323,6 +1323,11 @@ static int ship_then_rotate(od_db *db, uint64_t *seq_out, od_err *err)
      * or older ones (which are flushed first) — also the object shipped just above, which
      * before this order stayed in the replay tail although its batches were in L0 */
     if (od_mt_count(db->mem) > 0) rc = rotate_memtable(db);
+    if (db->pend_n) { /* batches written since the ship are in the rotated memtable: ship them
+                       * too, so the flush does not wait an interval for their durability */
+        db->flush_req = 1;
+        pthread_cond_signal(&db->cv_flush);
+    }
     *seq_out = db->last_seq;
     pthread_mutex_unlock(&db->wmu);
     if (rc) return od_err_set(err, rc, "db: out of memory rotating the memtable");

@@ -110,9 +110,11 @@ int od_db_open(const char *uri, const od_db_options *opts, od_db **out, od_err *
 int od_db_open_store(od_store *store, const od_db_options *opts, od_db **out, od_err *err);
 /* Flushes pending writes (waits for durability); a healthy writer also flushes its memtable to
  * L0 (unless L0 is at l0_max_tables) and moves the manifest's WAL replay point past its WAL
- * objects, so the next open replays nothing (failures of that lose nothing and are not
- * returned). Stops background threads, frees. Returns the first error that made an
- * acknowledged-pending write fail, if any. */
+ * objects, so the next open replays nothing. Those uploads (up to memtable_bytes plus the
+ * immutable memtables) make a close with unflushed data take as long as an L0 flush; their
+ * failures lose nothing (the WAL holds it all) and are not returned, except that a fencing
+ * found there is (OD_FENCED), as by any flush. Stops background threads, frees. Returns the
+ * first error that made an acknowledged-pending write fail, if any. */
 int od_db_close(od_db *db, od_err *err);
 
 /* ---- write batches ---- */
